@@ -1,3 +1,4 @@
+from serendip.store.history import push_history, read_history, seed_histories, user_histories
 from serendip.store.keys import history_key, record_key
 from serendip.store.record import Interest, Record, RecordError, decode_record, encode_record
 from serendip.store.server import RedisServer, find_redis_server
@@ -11,5 +12,9 @@ __all__ = [
     "encode_record",
     "find_redis_server",
     "history_key",
+    "push_history",
+    "read_history",
     "record_key",
+    "seed_histories",
+    "user_histories",
 ]

@@ -63,3 +63,24 @@ def test_record_survives_a_real_redis(redis_client):
     redis_client.set(key, encode_record(_record()), px=60_000)
     assert decode_record(redis_client.get(key)).interests[1].cluster_id == 17
     assert 0 < redis_client.pttl(key) <= 60_000
+
+
+def test_history_lists_keep_newest_first(redis_client):
+    import pandas as pd
+
+    from serendip.store import push_history, read_history, seed_histories, user_histories
+
+    inter = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b"],
+            "item_id": ["1", "2", "3", "4", "5"],
+            "timestamp": [30, 10, 20, 5, 6],
+            "weight": [5.0, 4.0, 2.0, 4.5, 4.0],
+        }
+    )
+    hist = user_histories(inter, threshold=4.0)
+    assert hist == {"a": ["2", "1"], "b": ["4", "5"]}
+    assert seed_histories(redis_client, "p", hist) == 2
+    assert read_history(redis_client, "p", "a") == ["1", "2"]
+    push_history(redis_client, "p", "a", ["7", "8"], max_len=3)
+    assert read_history(redis_client, "p", "a") == ["8", "7", "1"]
