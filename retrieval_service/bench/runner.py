@@ -1,0 +1,261 @@
+"""Orchestrates `serendip bench retrieval`; every component is real and runs in its own process.
+
+1. a synthetic bundle of ``--items`` items (cached under ``--cache``), 2. a real redis-server seeded
+with histories and records, 3. the real service (`serendip serve-retrieval`), 4. an empty-handler
+grpc.aio server, 5. the closed-loop load generator, run once per phase:
+latency (few clients) and throughput (many clients) against both servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from retrieval_service.bench.fixtures import seed_bench_users
+from serendip.store.server import RedisServer, free_port
+
+TARGETS = {"p50_ms": 3.0, "p99_ms": 10.0, "rps_ratio": 0.5}
+PREFIX = "serendip:v1"
+
+
+@dataclass
+class BenchConfig:
+    items: int = 1_000_000
+    users: int = 10_000
+    k: int = 10
+    concurrency: int = 32
+    latency_concurrency: int = 1
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    profile_svg: Path | None = None
+    cache: Path = Path("artifacts/synth")
+    startup_timeout_s: float = 600.0
+
+
+def _serendip_cmd(*args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from serendip.cli import app; sys.argv[0] = 'serendip'; app()",
+        *args,
+    ]
+
+
+def _wait_serving(target: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode} before serving")
+            try:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"service at {target} not SERVING within {timeout_s}s")
+
+
+def _wait_line(proc: subprocess.Popen[str], expected: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == expected:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise RuntimeError(f"empty server did not report '{expected}'")
+
+
+def _load(target: str, users: int, cfg: BenchConfig, concurrency: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "retrieval_service.bench.loadgen",
+            "--target", target, "--users", str(users), "--k", str(cfg.k),
+            "--concurrency", str(concurrency),
+            "--duration", str(cfg.duration_s), "--warmup", str(cfg.warmup_s),
+        ],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _stage_means(metrics_port: int) -> dict[str, float]:
+    """Mean per-batch stage times (ms) and the mean micro-batch size, from the service's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("serendip_retrieval_stage_seconds_", "serendip_retrieval_batch_size_")) and (
+            "_sum" in line or "_count" in line
+        ):
+            name, value = line.rsplit(" ", 1)
+            sums[name] = float(value)
+    means = {}
+    for stage in ("store", "encode", "search", "rank"):
+        count = sums.get(f'serendip_retrieval_stage_seconds_count{{stage="{stage}"}}', 0.0)
+        if count:
+            means[f"{stage}_ms"] = (
+                1000 * sums[f'serendip_retrieval_stage_seconds_sum{{stage="{stage}"}}'] / count
+            )
+    if sums.get("serendip_retrieval_batch_size_count"):
+        means["batch_size"] = (
+            sums["serendip_retrieval_batch_size_sum"] / sums["serendip_retrieval_batch_size_count"]
+        )
+    return means
+
+
+def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
+    from serendip.cli import _synth_cached
+
+    bundle = _synth_cached(cfg.cache, cfg.items)
+    console.print(
+        f"bundle {bundle.bundle_id}: {bundle.index.n_items:,} items, {bundle.index.n_clusters} clusters"
+    )
+    result: dict[str, Any] = {
+        "config": {k: str(v) for k, v in asdict(cfg).items()},
+        "bundle_id": bundle.bundle_id,
+    }
+    procs: list[subprocess.Popen[Any]] = []
+    with RedisServer() as redis_server, tempfile.TemporaryDirectory(prefix="serendip-bench-") as tmp:
+        client = redis.Redis.from_url(redis_server.url)
+        users, records = seed_bench_users(client, PREFIX, bundle, cfg.users)
+        client.close()
+        console.print(f"redis: {users:,} users with histories, {records:,} records")
+        port, metrics_port, empty_port = free_port(), free_port(), free_port()
+        config = Path(tmp) / "bench.toml"
+        config.write_text(
+            f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "{PREFIX}"\n'
+            f'[bundle]\nroot = "{bundle.path.resolve()}"\n'
+            f'[retrieval]\nhost = "127.0.0.1"\nport = {port}\nmetrics_port = {metrics_port}\n'
+            f"watch_interval_s = 0\ndrain_delay_s = 0\n"
+        )
+        env = {**os.environ, "SERENDIP_CONFIG": str(config)}
+        del bundle  # the service loads its own copy; keep this process small
+        try:
+            t0 = time.perf_counter()
+            service = subprocess.Popen(_serendip_cmd("serve-retrieval", "--log-level", "WARNING"), env=env)
+            procs.append(service)
+            _wait_serving(f"127.0.0.1:{port}", cfg.startup_timeout_s, service)
+            result["service_startup_s"] = round(time.perf_counter() - t0, 1)
+            console.print(f"service SERVING after {result['service_startup_s']}s (pid {service.pid})")
+            empty = subprocess.Popen(
+                [sys.executable, "-m", "retrieval_service.bench.empty_server", "--port", str(empty_port)],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            procs.append(empty)
+            _wait_line(empty, "ready", 60)
+
+            phases = [
+                ("service", port, cfg.latency_concurrency),
+                ("service", port, cfg.concurrency),
+                ("empty handler", empty_port, cfg.latency_concurrency),
+                ("empty handler", empty_port, cfg.concurrency),
+            ]
+            result["phases"] = []
+            for name, target_port, concurrency in phases:
+                console.print(
+                    f"load: {name}, {concurrency} clients, {cfg.warmup_s:g}s + {cfg.duration_s:g}s ..."
+                )
+                profiler = None
+                if cfg.profile_svg and name == "service" and concurrency == cfg.concurrency:
+                    profiler = _start_profiler(service.pid, cfg, console)
+                phase = _load(f"127.0.0.1:{target_port}", users, cfg, concurrency)
+                phase["name"] = name
+                result["phases"].append(phase)
+                if profiler:
+                    profiler.wait(timeout=cfg.duration_s + cfg.warmup_s + 60)
+            result["service_stages"] = _stage_means(metrics_port)
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+    _judge(result)
+    return result
+
+
+def _start_profiler(pid: int, cfg: BenchConfig, console: Console) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy")
+    if not py_spy or cfg.profile_svg is None:
+        console.print("[yellow]py-spy not found (pip install py-spy): no profile[/yellow]")
+        return None
+    cfg.profile_svg.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            py_spy, "record", "--pid", str(pid), "--output", str(cfg.profile_svg),
+            "--duration", str(int(cfg.warmup_s + cfg.duration_s)), "--rate", "250", "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _judge(result: dict[str, Any]) -> None:
+    by = {(p["name"], p["concurrency"]): p for p in result["phases"]}
+    cfg = result["config"]
+    lat_c, thr_c = int(cfg["latency_concurrency"]), int(cfg["concurrency"])
+    latency = by[("service", lat_c)]
+    throughput, empty = by[("service", thr_c)], by[("empty handler", thr_c)]
+    ratio = throughput["rps"] / empty["rps"] if empty["rps"] else 0.0
+    result["rps_ratio"] = ratio
+    result["targets"] = {
+        "p50_ms": {
+            "measured": latency["p50_ms"],
+            "target": TARGETS["p50_ms"],
+            "ok": latency["p50_ms"] <= TARGETS["p50_ms"],
+        },
+        "p99_ms": {
+            "measured": latency["p99_ms"],
+            "target": TARGETS["p99_ms"],
+            "ok": latency["p99_ms"] <= TARGETS["p99_ms"],
+        },
+        "rps_ratio": {"measured": ratio, "target": TARGETS["rps_ratio"], "ok": ratio >= TARGETS["rps_ratio"]},
+    }
+
+
+def print_report(result: dict[str, Any], console: Console) -> None:
+    cfg = result["config"]
+    table = Table(title=f"retrieval: {cfg['items']} items, k={cfg['k']}, bundle {result['bundle_id']}")
+    for col in ("server", "clients", "requests", "errors", "RPS", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for p in result["phases"]:
+        table.add_row(
+            p["name"], str(p["concurrency"]), f"{p['ok']:,}", str(p["errors"]), f"{p['rps']:,.0f}",
+            f"{p['p50_ms']:.2f}", f"{p['p95_ms']:.2f}", f"{p['p99_ms']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    stages = result.get("service_stages", {})
+    if stages:
+        console.print(
+            "service, mean per micro-batch: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+        )
+    service = next(p for p in result["phases"] if p["name"] == "service")
+    console.print(f"record status: {service['record_status']}; item sources: {service['item_sources']}")
+    for name, t in result["targets"].items():
+        mark = "[green]ok[/green]" if t["ok"] else "[red]MISSED[/red]"
+        op = ">=" if name == "rps_ratio" else "<="
+        console.print(f"{name}: {t['measured']:.3f} (target {op} {t['target']}) {mark}")

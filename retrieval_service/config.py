@@ -1,0 +1,67 @@
+"""The retrieval service's configuration: its own `[retrieval]` section plus the core sections it reads.
+
+The core keeps `Settings.retrieval` a free-form dict (it never imports a service); this model is what
+validates it, so a bad value fails at start.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from serendip.config import BundleConfig, IndexConfig, RedisConfig, Settings
+
+# Fixed by the API contract (retrieval.proto), not configuration.
+MAX_K = 500
+
+
+class RetrievalConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    host: str = "0.0.0.0"
+    port: int = Field(50051, ge=0, le=65535)  # 0 = any free port (tests)
+    # Prometheus endpoint; None = none. 0 = any free port.
+    metrics_port: int | None = Field(9101, ge=0, le=65535)
+    # Share of k given to novel-interest items when the request does not say.
+    exploration_ratio: float = Field(0.2, ge=0.0, le=1.0)
+    # Clusters probed by the whole-catalog relevance search; None = all (exact, slow on big catalogs).
+    relevance_nprobe: int | None = Field(16, ge=1)
+    # Novel query = normalise(w * interest embedding + (1 - w) * user embedding), both unit length:
+    # the interest picks the region, the user's taste picks among the cluster's items.
+    novel_query_weight: float = Field(0.7, ge=0.0, le=1.0)
+    # Items read from the stored history (most recent first); the model sees at most its max_len.
+    history_len: int = Field(50, ge=1, le=1000)
+    max_recent_items: int = Field(100, ge=0, le=10_000)
+    max_exclude_items: int = Field(1000, ge=0, le=100_000)
+    max_batch_requests: int = Field(64, ge=1, le=1000)
+    # Requests waiting together are served as one micro-batch (one Redis round trip, one model call).
+    micro_batch_max: int = Field(32, ge=1, le=1024)
+    # Bound on a Redis round trip; past it the request is served relevance-only.
+    store_timeout_ms: int = Field(30, ge=1)
+    breaker_failures: int = Field(3, ge=1)  # consecutive failures that open the circuit
+    breaker_reset_ms: int = Field(1000, ge=1)  # open this long, then one probe decides
+    # Shutdown: health says NOT_SERVING this long before the port stops taking calls, so load
+    # balancers move away first; then in-flight calls get up to drain_grace_s to finish.
+    drain_delay_s: float = Field(1.0, ge=0.0)
+    drain_grace_s: float = Field(10.0, ge=0.0)
+    # Poll the bundle root's `current` link this often and hot-reload when it moves; 0 = off.
+    watch_interval_s: float = Field(5.0, ge=0.0)
+    # Intra-op threads for torch and FAISS (process-wide, set by `serve-retrieval`).
+    threads: int = Field(1, ge=1)
+
+
+class ServiceSettings(BaseModel):
+    """Everything the service reads from the configuration tree."""
+
+    retrieval: RetrievalConfig = RetrievalConfig()
+    redis: RedisConfig = RedisConfig()
+    bundle: BundleConfig = BundleConfig()
+    index: IndexConfig = IndexConfig()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceSettings:
+        return cls(
+            retrieval=RetrievalConfig.model_validate(settings.retrieval),
+            redis=settings.redis,
+            bundle=settings.bundle,
+            index=settings.index,
+        )

@@ -1,0 +1,100 @@
+"""One Redis round trip per micro-batch: every user's record and recent history, pipelined.
+
+Both keys of a user share a hash tag (serendip.store.keys), so the pipeline stays valid per user in
+Redis Cluster. A failed or slow round trip never fails a request: the batch is served without
+stored data (STORE_UNAVAILABLE), bounded by ``timeout_s``, and the circuit breaker stops paying even
+that once Redis is clearly down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from retrieval_service.breaker import CircuitBreaker
+from serendip.store.keys import history_key, record_key
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    record: bytes | None  # None: no record
+    record_unreadable: bool  # the key exists but is not a string value (wrong type)
+    history: list[str]  # most recent first
+
+
+class UserStore:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        history_len: int,
+        timeout_s: float,
+        breaker: CircuitBreaker,
+        connect_timeout_s: float,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.history_len = history_len
+        self.timeout_s = timeout_s
+        self.breaker = breaker
+        self._on_failure = on_failure or (lambda reason: None)
+        # No client-side retries: the breaker decides when to try again, and a retry would blow
+        # the latency bound.
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+
+    async def read(self, user_ids: list[str]) -> list[StoredUser] | None:
+        """Each user's stored data, in order; None when Redis cannot answer in time."""
+        if not self.breaker.allow():
+            self._on_failure("circuit_open")
+            return None
+        pipe = self._client.pipeline(transaction=False)
+        last = self.history_len - 1
+        for user_id in user_ids:
+            pipe.get(record_key(self.prefix, user_id))
+            pipe.lrange(history_key(self.prefix, user_id), 0, last)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                # Per-key errors (a key of the wrong type) come back as values, not exceptions.
+                replies = await pipe.execute(raise_on_error=False)
+        except (TimeoutError, RedisTimeoutError):
+            self._fail("timeout")
+            return None
+        except (RedisError, OSError):
+            self._fail("connection")
+            return None
+        except asyncio.CancelledError:
+            self._fail("cancelled")  # never leave a half-open probe unanswered
+            raise
+        self.breaker.record_success()
+        users = []
+        for i in range(0, len(replies), 2):
+            record, history = replies[i], replies[i + 1]
+            unreadable = isinstance(record, Exception)
+            users.append(
+                StoredUser(
+                    record=None if unreadable else record,
+                    record_unreadable=unreadable,
+                    history=[] if isinstance(history, Exception) else [h.decode() for h in history],
+                )
+            )
+        return users
+
+    def _fail(self, reason: str) -> None:
+        self.breaker.record_failure()
+        self._on_failure(reason)
+
+    async def close(self) -> None:
+        await self._client.aclose()
