@@ -42,7 +42,7 @@ class EmbeddingConfig(_Section):
     batch_size: int = Field(256, ge=1)
     collab_dim: int = Field(32, ge=2)
     # Relative weight of the collaborative part against the content part in the clustering space.
-    collab_weight: float = Field(0.6, ge=0.0)
+    collab_weight: float = Field(0.3, ge=0.0)
 
 
 class TaxonomyConfig(_Section):
