@@ -6,8 +6,8 @@ Rules (also in docs/retrieval.md):
   best first, so every novel interest is represented before any gets a second item.
 - Slots the novel candidates cannot fill go to the relevance list; when that runs short too
   (small catalog, many exclusions) the cold-start list fills the rest.
-- Novel items sit at evenly spread positions ``floor((i + 0.5) * n / m)``; the first position stays
-  with the most relevant item whenever ``m < n``.
+- Novel items sit at evenly spread positions ``floor((i + 1) * n / (m + 1))``, i = 0..m-1: the top
+  position stays with the most relevant item whenever ``m < n``.
 - Nothing blocked (history, exclusions) and no item twice.
 """
 
@@ -32,8 +32,13 @@ def novel_slot_count(k: int, exploration_ratio: float) -> int:
 
 
 def novel_positions(n: int, m: int) -> list[int]:
-    """``m`` distinct positions evenly spread over ``0..n-1`` (m <= n)."""
-    return [math.floor((i + 0.5) * n / m) for i in range(m)]
+    """``m`` distinct positions evenly spread over ``1..n-1`` (all of ``0..n-1`` when m >= n).
+
+    Spacing n / (m + 1) >= 1 keeps them distinct.
+    """
+    if m >= n:
+        return list(range(n))
+    return [(i + 1) * n // (m + 1) for i in range(m)]
 
 
 def pick_round_robin(

@@ -49,8 +49,16 @@ class BundleReloader:
         self._refused: Path | None = None
 
     def resolve(self, path: Path | None = None) -> Path:
-        """The bundle directory ``path`` (or the configured root's `current` link) names now."""
-        return resolve_bundle_path(Path(path) if path else self.root, self.current).resolve()
+        """The bundle directory ``path`` (or the configured root's `current` link) names now.
+
+        Only bundles under the configured root: the admin RPC must not become a way to make the
+        service open arbitrary files.
+        """
+        target = resolve_bundle_path(Path(path) if path else self.root, self.current).resolve()
+        root = self.root.resolve()
+        if target != root and root not in target.parents:
+            raise BundleError(f"{target} is outside the bundle root {root}")
+        return target
 
     async def reload(self, path: Path | None = None) -> ReloadResult:
         """Raises `BundleError` (the serving bundle unchanged) when the target cannot be served."""

@@ -48,7 +48,7 @@ class BenchConfig:
     startup_timeout_s: float = 600.0
 
 
-def _serendip_cmd(*args: str) -> list[str]:
+def serendip_command(*args: str) -> list[str]:
     return [
         sys.executable,
         "-c",
@@ -57,7 +57,7 @@ def _serendip_cmd(*args: str) -> list[str]:
     ]
 
 
-def _wait_serving(target: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+def wait_serving(target: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -154,9 +154,9 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         del bundle  # the service loads its own copy; keep this process small
         try:
             t0 = time.perf_counter()
-            service = subprocess.Popen(_serendip_cmd("serve-retrieval", "--log-level", "WARNING"), env=env)
+            service = subprocess.Popen(serendip_command("serve-retrieval", "--log-level", "WARNING"), env=env)
             procs.append(service)
-            _wait_serving(f"127.0.0.1:{port}", cfg.startup_timeout_s, service)
+            wait_serving(f"127.0.0.1:{port}", cfg.startup_timeout_s, service)
             result["service_startup_s"] = round(time.perf_counter() - t0, 1)
             console.print(f"service SERVING after {result['service_startup_s']}s (pid {service.pid})")
             empty = subprocess.Popen(

@@ -10,7 +10,7 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from retrieval_service.serving_bundle import ServingBundle, load_serving_bundle
 from serendip.api.retrieval.v1 import retrieval_pb2 as pb
 from serendip.api.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from serendip.bundle import Bundle, BundleWriter
+from serendip.bundle import bundle as B
 from serendip.store import Interest, Record, encode_record, record_key, seed_histories, user_histories
 
 PREFIX = "serendip:v1"
@@ -66,7 +67,8 @@ class ServerThread:
 
 
 def make_settings(redis_url: str, bundle_root: Path, **retrieval: Any) -> ServiceSettings:
-    base = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "drain_delay_s": 0.0, "watch_interval_s": 0}
+    # No metrics endpoint unless a test reads it: stopping its HTTP server costs a 0.5 s poll.
+    base = {"host": "127.0.0.1", "port": 0, "metrics_port": None, "drain_delay_s": 0.0, "watch_interval_s": 0}
     return ServiceSettings.model_validate(
         {
             "retrieval": {**base, **retrieval},
@@ -116,24 +118,38 @@ def unexplored_clusters(bundle: ServingBundle, history: list[str], n: int) -> li
     return [c for c in range(bundle.n_clusters) if c not in home][:n]
 
 
-def clone_bundle(src: Bundle, root: Path, bundle_id: str, *, perturb_model: bool = False) -> Path:
-    """A new bundle (own id, own manifest) with the same files; optionally a retrained-looking model."""
+def clone_bundle(src: Bundle, root: Path, bundle_id: str, edit: Callable[[Path], None] | None = None) -> Path:
+    """A new, valid bundle (own id and manifest) with ``src``'s files, edited before it is hashed."""
     with BundleWriter(root, bundle_id, current=None) as w:
         for name in src.manifest.files:
             shutil.copy2(src.path / name, w.path(name))
-        if perturb_model:
-            import torch
-
-            from serendip.bundle import bundle as B
-
-            payload = torch.load(w.path(B.SEQMODEL), weights_only=True)
-            for key, value in payload["state_dict"].items():
-                if value.is_floating_point():
-                    payload["state_dict"][key] = value + 0.01
-            torch.save(payload, w.path(B.SEQMODEL))
+        if edit:
+            edit(w.tmp)
         return w.publish(
             dataset=src.manifest.dataset, config=src.manifest.config, summary=src.manifest.summary
         )
+
+
+def retrain_model(bundle_dir: Path) -> None:
+    """Shift every weight: another item space over the same taxonomy."""
+    import torch
+
+    path = bundle_dir / B.SEQMODEL
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {
+        k: v + 0.01 if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+    }
+    torch.save(payload, path)
+
+
+def relabel_taxonomy(bundle_dir: Path) -> None:
+    """A different taxonomy file: cluster ids of other bundles may no longer mean the same."""
+    import json
+
+    path = bundle_dir / B.TAXONOMY
+    raw = json.loads(path.read_text())
+    raw["clusters"][0]["label"] += " (rebuilt)"
+    path.write_text(json.dumps(raw))
 
 
 @pytest.fixture(scope="session")

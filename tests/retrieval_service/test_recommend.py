@@ -41,7 +41,7 @@ def test_novel_slots_come_only_from_the_records_clusters(stub, seeded, serving_b
     # The most relevant item leads; novel items are spread, not bunched at the end.
     assert resp.items[0].source == RELEVANCE
     positions = [n for n, s in enumerate(sources(resp)) if s == NOVEL]
-    assert positions == [1, 5, 8, 11, 15, 18]
+    assert positions == [2, 5, 8, 11, 14, 17]
     ids = [item.item_id for item in resp.items]
     assert len(set(ids)) == len(ids)
     assert not set(ids) & set(histories[user][-50:])
