@@ -183,6 +183,16 @@ def _synth_cached(cache: Path, items: int):
         return load_bundle(root)
 
 
+def _register_stack() -> None:
+    """`serendip up` (the local stack; it starts the services only as subprocesses)."""
+    from serendip.stack.cli import register
+
+    register(app)
+
+
+_register_stack()
+
+
 def _load_plugins() -> None:
     """Commands contributed by the services (entry-point group `serendip.cli`)."""
     for ep in entry_points(group="serendip.cli"):
