@@ -149,7 +149,8 @@ def bench_retrieval(
     duration: Annotated[float, typer.Option(help="Seconds per measured phase.")] = 10.0,
     warmup: Annotated[float, typer.Option(help="Unmeasured seconds before each phase.")] = 2.0,
     profile: Annotated[
-        Path | None, typer.Option(help="py-spy the service during the throughput phase into this SVG.")
+        Path | None,
+        typer.Option(help="py-spy the service during the throughput phase: .svg flame graph or .txt stacks."),
     ] = None,
     cache: Annotated[Path, typer.Option(help="Where synthetic bundles are kept.")] = Path("artifacts/synth"),
     report: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,

@@ -18,7 +18,7 @@ LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 STAGES = ("store", "encode", "search", "rank")
-STORE_FAILURES = ("timeout", "connection", "cancelled", "circuit_open")
+STORE_FAILURES = ("timeout", "connection", "error", "circuit_open")
 
 
 def status_name(status: int) -> str:

@@ -131,12 +131,11 @@ class RetrievalServer:
             await self._server.stop(cfg.drain_grace_s)
         # The batcher outlives the server so that calls accepted before the stop are answered.
         await self.batcher.stop()
-        self.recommender.close()
+        await asyncio.to_thread(self.recommender.close)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.store.close()
         if self._http:
             self._http.shutdown()
             self._http.server_close()

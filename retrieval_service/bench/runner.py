@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
 from retrieval_service.bench.fixtures import seed_bench_users
+from serendip.stack.health import grpc_serving
+from serendip.stack.procs import serendip_argv
 from serendip.store.server import RedisServer, free_port
 
 TARGETS = {"p50_ms": 3.0, "p99_ms": 10.0, "rps_ratio": 0.5}
@@ -48,31 +48,14 @@ class BenchConfig:
     startup_timeout_s: float = 600.0
 
 
-def serendip_command(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from serendip.cli import app; sys.argv[0] = 'serendip'; app()",
-        *args,
-    ]
-
-
 def wait_serving(target: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"service exited with {proc.returncode} before serving")
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode} before serving")
+        if grpc_serving(target):
+            return
+        time.sleep(0.2)
     raise TimeoutError(f"service at {target} not SERVING within {timeout_s}s")
 
 
@@ -154,7 +137,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         del bundle  # the service loads its own copy; keep this process small
         try:
             t0 = time.perf_counter()
-            service = subprocess.Popen(serendip_command("serve-retrieval", "--log-level", "WARNING"), env=env)
+            service = subprocess.Popen(serendip_argv("serve-retrieval", "--log-level", "WARNING"), env=env)
             procs.append(service)
             wait_serving(f"127.0.0.1:{port}", cfg.startup_timeout_s, service)
             result["service_startup_s"] = round(time.perf_counter() - t0, 1)
@@ -208,6 +191,8 @@ def _start_profiler(pid: int, cfg: BenchConfig, console: Console) -> subprocess.
     return subprocess.Popen(
         [
             py_spy, "record", "--pid", str(pid), "--output", str(cfg.profile_svg),
+            # .txt: collapsed stacks (greppable); anything else: a flame graph SVG
+            "--format", "raw" if cfg.profile_svg.suffix == ".txt" else "flamegraph",
             "--duration", str(int(cfg.warmup_s + cfg.duration_s)), "--rate", "250", "--nonblocking",
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

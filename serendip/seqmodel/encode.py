@@ -27,8 +27,11 @@ def histories_to_tokens(histories: Sequence[Sequence[int]], max_len: int) -> np.
 def encode_users(model: SASRec, histories: Sequence[Sequence[int]], batch_size: int = 1024) -> np.ndarray:
     """User embeddings [B, dim] (float32). An empty history yields the model's cold-start vector."""
     tokens = histories_to_tokens(histories, model.max_len)
+    # Toggle modes only when needed: eval()/train() walk every submodule (~0.1 ms each on the online
+    # path, per call) and would race between threads sharing a served model.
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with torch.inference_mode():
             parts = [
@@ -36,7 +39,8 @@ def encode_users(model: SASRec, histories: Sequence[Sequence[int]], batch_size: 
                 for i in range(0, len(tokens), batch_size)
             ]
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     if not parts:
         return np.zeros((0, model.dim), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)

@@ -12,9 +12,10 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from retrieval_service.bench.runner import serendip_command, wait_serving
+from retrieval_service.bench.runner import wait_serving
 from serendip.api.retrieval.v1 import retrieval_pb2 as pb
 from serendip.api.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from serendip.stack.procs import serendip_argv
 from serendip.store.server import free_port
 from tests.retrieval_service.conftest import PREFIX
 
@@ -31,7 +32,7 @@ def test_sigterm_drains_gracefully(tmp_path, redis_server, seeded, small_bundle)
         f"drain_delay_s = {DRAIN_DELAY_S}\ndrain_grace_s = 5\nwatch_interval_s = 0\n"
     )
     proc = subprocess.Popen(
-        serendip_command("serve-retrieval", "--log-level", "WARNING"),
+        serendip_argv("serve-retrieval", "--log-level", "WARNING"),
         env={**os.environ, "SERENDIP_CONFIG": str(config)},
     )
     target = f"127.0.0.1:{port}"
