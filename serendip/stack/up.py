@@ -24,7 +24,7 @@ from serendip.bundle import BundleError, resolve_bundle_path
 from serendip.config import Settings
 from serendip.stack.health import grpc_serving
 from serendip.stack.procs import Child, Interrupted, serendip_argv, wait_exit, wait_until
-from serendip.store import RedisServer, seed_histories, user_histories
+from serendip.store import RedisServer
 from serendip.store.server import free_port
 
 RefreshMode = Literal["wait", "background", "skip"]
@@ -143,16 +143,10 @@ class Stack:
         self.say(f"bundle: built {path.name}")
         return path
 
-    def seed(self, bundle_path: Path) -> int:
-        from serendip.bundle import load_bundle
+    def seed(self) -> int:
+        from serendip.stack.seed import seed_from_bundle
 
-        bundle = load_bundle(bundle_path, verify=False)
-        histories = user_histories(bundle.interactions, self.settings.data.positive_threshold)
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=10)
-        try:
-            n = seed_histories(client, self.settings.redis.key_prefix, histories)
-        finally:
-            client.close()
+        n = seed_from_bundle(self.settings, self.redis_url)
         self.say(f"histories: {n:,} users seeded from the bundle's interactions")
         return n
 
@@ -251,7 +245,7 @@ class Stack:
         self.start_redis()
         bundle_path = self.ensure_bundle()
         if self.opt.seed:
-            self.seed(bundle_path)
+            self.seed()
         if self.opt.refresh == "wait" and self.start_refresh():
             self.wait_refresh()
         self.start_services()

@@ -40,7 +40,10 @@ class DemoApp:
     def __init__(
         self, retrieval_target: str, redis_url: str, key_prefix: str, catalog: Catalog, timeout_s: float = 5.0
     ) -> None:
-        self.channel = grpc.insecure_channel(retrieval_target)
+        # round_robin: with a headless Service (dns:///...) calls spread over every pod.
+        self.channel = grpc.insecure_channel(
+            retrieval_target, options=[("grpc.lb_policy_name", "round_robin")]
+        )
         self.stub = pb_grpc.RetrievalServiceStub(self.channel)
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.prefix = key_prefix
