@@ -49,6 +49,7 @@ class Child:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._terminated = False
 
     def start(self) -> Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,12 +86,18 @@ class Child:
             return ""
         return data[-n_bytes:].decode(errors="replace")
 
+    def terminate(self) -> None:
+        """Send SIGTERM once (a second one could hit a service after it restored default handlers)."""
+        if self.proc is not None and self.proc.poll() is None and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, grace_s: float = 15.0) -> int | None:
-        """SIGTERM, wait up to ``grace_s``, then SIGKILL. Returns the exit code."""
+        """SIGTERM (unless already sent), wait up to ``grace_s``, then SIGKILL. Returns the exit code."""
         code = None
         if self.proc is not None:
             if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
+                self.terminate()
                 try:
                     self.proc.wait(grace_s)
                 except subprocess.TimeoutExpired:

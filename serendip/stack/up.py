@@ -272,8 +272,7 @@ class Stack:
             self.demo = None
         running = [c for c in (self.refresh, *self.children.values()) if c is not None]
         for child in running:
-            if child.running() and child.proc is not None:
-                child.proc.send_signal(signal.SIGTERM)
+            child.terminate()
         for child in running:
             codes[child.name] = child.stop(self.opt.stop_grace_s)
         self.children.clear()

@@ -73,6 +73,7 @@ def stack_up(tmp_path_factory: pytest.TempPathFactory, movielens_path: Path) -> 
         "up", "--config", str(config), "--state-dir", str(root / "state"),
         "--retrieval-port", "0", "--retrieval-metrics-port", "0",
         "--interest-port", "0", "--interest-metrics-port", "0",
+        # No refresh: one user with the default CPU model took 179 s on this shared 2-core machine.
         "--demo-port", "0", "--refresh", "skip", "--ready-timeout", "300",
     ]  # fmt: skip
     env = {**os.environ, "COLUMNS": "200", "SERENDIP_CONFIG": ""}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -67,11 +68,19 @@ def _write_record(up: UpProcess, user: str, n: int = 2) -> list[int]:
     return novel
 
 
+def _commands() -> set[str]:
+    from serendip.stack.up import available_commands
+
+    return available_commands()
+
+
 def test_up_printed_every_endpoint(stack_up: UpProcess):
     out = stack_up.output()
     assert "bundle: none under" in out and "bundle: built" in out  # built because none was published
     assert "users seeded from the bundle's interactions" in out
     assert "metrics http://" in out
+    if "serve-interest" in _commands():
+        assert "interest: SERVING" in out  # the interest service's CLI is installed: up started it
     metrics = urllib.request.urlopen(
         stack_up.wait_for(r"metrics (http://\S+/metrics)", 1).group(1), timeout=5
     )
@@ -134,7 +143,11 @@ def test_sigint_stops_everything(stack_up: UpProcess):
     stack_up.proc.send_signal(signal.SIGINT)
     assert stack_up.proc.wait(60) == 0, stack_up.output()[-3000:]
     elapsed = time.monotonic() - t0
-    assert "stopped retrieval (0), redis (0)" in stack_up.output()
+    stopped = stack_up.wait_for(r"stopped (.*) in [0-9.]+s", 1).group(1)
+    codes = dict(re.findall(r"(\w+) \((-?\d+)\)", stopped))
+    assert {"retrieval", "redis"} <= set(codes) and set(codes.values()) == {"0"}, stopped
+    if "interest: SERVING" in stack_up.output():
+        assert "interest" in codes  # drained on SIGTERM too
     for pid in children:
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
