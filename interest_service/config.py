@@ -42,6 +42,10 @@ class OpenAIBackendConfig(_Section):
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(2, ge=0)
     backoff_s: float = Field(0.5, ge=0)
+    # json_schema: OpenAI / vLLM / llama.cpp's C++ server; json_object: {"type": "json_object",
+    # "schema": ...}, the form llama-cpp-python's server accepts (it rejects json_schema).
+    response_format: Literal["json_schema", "json_object"] = "json_schema"
+    images: bool = True  # the served model takes image_url parts (false for text-only models)
     # vLLM: also send `structured_outputs: {json: schema}` (its own field) next to response_format.
     vllm_structured_outputs: bool = False
     # How images travel: "data_url" re-encodes the checked image inline; "url" passes an allowed

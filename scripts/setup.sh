@@ -30,3 +30,10 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 if command -v chromium >/dev/null 2>&1; then chromium --version; fi
 # ---- end stack ----------------------------------------------------------------------------------
+
+# ---- interest (interest_service, tests/interest_service) ---------------------------------------
+# xgrammar (constrained decoding) without its dependencies: it lists triton (~1 GB, CUDA-only);
+# its real runtime dependency apache-tvm-ffi comes with the `interest` extra.
+pip install -q --no-deps "xgrammar==0.2.8"
+python -c "import xgrammar, llama_cpp; print('interest: xgrammar and llama-cpp-python', llama_cpp.__version__)"
+# ---- end interest --------------------------------------------------------------------------------

@@ -28,12 +28,12 @@ from interest_service.config import OpenAIBackendConfig
 class OpenAIBackend:
     supports_images = True
 
-    def __init__(self, cfg: OpenAIBackendConfig, supports_images: bool = True):
+    def __init__(self, cfg: OpenAIBackendConfig):
         import openai
 
         self.cfg = cfg
         self.model_id = cfg.model
-        self.supports_images = supports_images
+        self.supports_images = cfg.images
         self._openai = openai
         # Retries are ours (they also cover malformed answers), so the client's own are off.
         self.client = openai.OpenAI(
@@ -81,11 +81,14 @@ class OpenAIBackend:
             "messages": self.messages(req),
             "max_tokens": req.max_tokens,
             "temperature": 0.0,
-            "response_format": {
+        }
+        if self.cfg.response_format == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": req.schema}
+        else:
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": req.schema, "strict": True},
-            },
-        }
+            }
         if self.cfg.vllm_structured_outputs:
             body["extra_body"] = {"structured_outputs": {"json": req.schema}}
         return body

@@ -1,0 +1,230 @@
+"""`serendip refresh`, `serendip serve-interest`, `serendip bench refresh`.
+
+Registered through the `serendip.cli` entry point; torch/transformers load inside the commands so
+`serendip --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (else $SERENDIP_CONFIG).")
+]
+BundleOpt = Annotated[Path | None, typer.Option(help="Bundle dir or root (overrides bundle.root).")]
+RedisOpt = Annotated[str | None, typer.Option(help="Redis URL (overrides redis.url).")]
+BackendOpt = Annotated[str | None, typer.Option(help="local | openai (overrides interest.backend).")]
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("refresh")(refresh)
+    app.command("serve-interest")(serve_interest)
+    bench_app.command("refresh")(bench_refresh_cmd)
+
+
+def _setup(config: Path | None, bundle: Path | None, backend: str | None = None, **interest: object):
+    from interest_service.config import InterestConfig
+    from serendip.bundle import BundleError, load_bundle
+    from serendip.cli import settings_from
+
+    settings = settings_from(config)
+    try:
+        cfg = InterestConfig.from_settings(settings)
+        if backend is not None:
+            cfg = InterestConfig.model_validate({**cfg.model_dump(), "backend": backend})
+    except ValueError as exc:
+        console.print(f"[red]invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        b = load_bundle(bundle or settings.bundle.root)
+    except (BundleError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    return settings, cfg, b
+
+
+def _redis(cfg, redis_url: str | None):
+    import redis
+
+    url = redis_url or cfg.redis_url
+    if not url:
+        console.print(
+            "[red]no Redis:[/red] set redis.url (or --redis-url); records must outlive this process"
+        )
+        raise typer.Exit(2)
+    client = redis.Redis.from_url(url, socket_timeout=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        console.print(f"[red]Redis at {url} is unreachable:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    return client
+
+
+def _engine(cfg, b, client):
+    from interest_service.backends import BackendError, make_backend
+    from interest_service.engine import InterestEngine
+
+    try:
+        backend = make_backend(cfg)
+    except (BackendError, ImportError, OSError) as exc:
+        console.print(f"[red]cannot start the {cfg.backend} backend:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    return InterestEngine(cfg, b, backend, client)
+
+
+def refresh(
+    config: ConfigOpt = None,
+    bundle: BundleOpt = None,
+    redis_url: RedisOpt = None,
+    backend: BackendOpt = None,
+    users: Annotated[
+        str | None, typer.Option(help="Comma-separated user ids (default: all with a history).")
+    ] = None,
+    users_file: Annotated[Path | None, typer.Option(help="File with one user id per line.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many users.")] = None,
+    force: Annotated[bool, typer.Option(help="Refresh fresh records too.")] = False,
+    fresh: Annotated[bool, typer.Option(help="Ignore an interrupted run's checkpoint.")] = False,
+    seed_histories: Annotated[
+        bool, typer.Option(help="First fill Redis history lists from the bundle's interactions (demo).")
+    ] = False,
+    tuple_mode: Annotated[
+        bool | None, typer.Option(help="Serve frequent cluster tuples from one call.")
+    ] = None,
+) -> None:
+    """Propose novel interest clusters for users whose record is missing, stale or outdated."""
+    from interest_service.refresh import run_refresh
+    from serendip.cli_progress import RichProgress
+    from serendip.store import seed_histories as seed
+    from serendip.store import user_histories
+
+    _, cfg, b = _setup(config, bundle, backend)
+    if tuple_mode is not None:
+        cfg.refresh.tuple_mode = tuple_mode
+    client = _redis(cfg, redis_url)
+    if seed_histories:
+        n = seed(
+            client,
+            cfg.redis_prefix,
+            user_histories(b.interactions, cfg.positive_threshold, cfg.refresh.history_len),
+        )
+        console.print(f"seeded {n:,} history lists")
+    ids: list[str] | None = None
+    if users:
+        ids = [u.strip() for u in users.split(",") if u.strip()]
+    if users_file:
+        if not users_file.is_file():
+            console.print(f"[red]users file not found:[/red] {users_file}")
+            raise typer.Exit(2)
+        ids = (ids or []) + [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+    engine = _engine(cfg, b, client)
+    with RichProgress(console) as progress:
+        stats = run_refresh(engine, ids, force=force, limit=limit, progress=progress, fresh=fresh)
+    table = Table(title=f"refresh: bundle {b.bundle_id}, model {engine.backend.model_id}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for k, v in sorted(stats.selection.items()):
+        table.add_row(f"selection: {k}", str(v))
+    for k, v in sorted(stats.outcomes.items()):
+        table.add_row(f"outcome: {k}", str(v))
+    for k, v in sorted(stats.dropped.items()):
+        table.add_row(f"dropped cluster: {k}", str(v))
+    for k, v in sorted(engine.images.stats.items()):
+        table.add_row(f"images: {k}", str(v))
+    if stats.resumed_skipped:
+        table.add_row("done by the interrupted run", str(stats.resumed_skipped))
+    console.print(table)
+    console.print(
+        f"{stats.processed} users in {stats.seconds:.1f}s ({stats.users_per_s:.2f} users/s), "
+        f"{stats.tokens:,} tokens, largest record {stats.record_bytes_max} B"
+    )
+    if stats.outcomes.get("failed"):
+        raise typer.Exit(1)
+
+
+def serve_interest(
+    config: ConfigOpt = None,
+    bundle: BundleOpt = None,
+    redis_url: RedisOpt = None,
+    backend: BackendOpt = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port (overrides interest.server.grpc_port).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off).")] = None,
+    log_level: str = "INFO",
+) -> None:
+    """Serve the gRPC InterestService admin API (health, reflection, Prometheus) until SIGTERM."""
+    from interest_service.server import serve
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _, cfg, b = _setup(config, bundle, backend)
+    client = _redis(cfg, redis_url)
+    engine = _engine(cfg, b, client)
+    serve(
+        engine,
+        cfg.server.host,
+        cfg.server.grpc_port if port is None else port,
+        cfg.server.metrics_port if metrics_port is None else metrics_port,
+        cfg.server.max_workers,
+    )
+
+
+def bench_refresh_cmd(
+    config: ConfigOpt = None,
+    bundle: BundleOpt = None,
+    users: Annotated[int, typer.Option(help="Users for the batched run.")] = 32,
+    naive_users: Annotated[int, typer.Option(help="Users for the naive one-at-a-time loop.")] = 4,
+    inline_users: Annotated[int, typer.Option(help="Users with inline item descriptions (0 = skip).")] = 8,
+    batch_size: Annotated[int | None, typer.Option(help="Overrides interest.local.batch_size.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads (overrides interest.local.threads).")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the numbers as JSON here.")] = None,
+) -> None:
+    """Refresh throughput with the default CPU model: batched + shared prefix vs naive, same run."""
+    from interest_service.bench import bench_refresh
+    from serendip.cli_progress import RichProgress
+
+    _, cfg, b = _setup(config, bundle, "local")
+    if batch_size is not None:
+        cfg.local.batch_size = batch_size
+    if threads is not None:
+        cfg.local.threads = threads
+    if dtype is not None:
+        cfg.local.dtype = dtype  # type: ignore[assignment]
+    with RichProgress(console) as progress:
+        r = bench_refresh(b, cfg, users, naive_users, inline_users, progress)
+    table = Table(
+        title=f"refresh: {r.model_id} ({r.dtype}, {r.threads} threads), {r.n_clusters} clusters, "
+        f"static prefix {r.prefix_tokens} tokens, batch {r.batch_size}"
+    )
+    for col in ("mode", "users", "users/s", "tokens/user", "valid JSON"):
+        table.add_column(col, justify="right" if col != "mode" else "left")
+    rows = [("batched + shared prefix", r.batched), ("naive one-at-a-time", r.naive)]
+    if r.inline:
+        rows.append(("batched, items described inline", r.inline))
+    for name, m in rows:
+        table.add_row(
+            name, str(m.users), f"{m.users_per_s:.3f}", f"{m.tokens_per_user:.0f}", f"{m.valid}/{m.users}"
+        )
+    console.print(table)
+    console.print(
+        f"speed-up batched vs naive: [bold]{r.speedup:.1f}x[/bold] (target >= 5x; >= 1 user/s on 2 cores)"
+    )
+    if r.describe_items:
+        amortised = r.batched.users / (r.batched.seconds + r.describe_s)
+        console.print(
+            f"describing {r.describe_items} items once took {r.describe_s:.1f}s "
+            f"({r.describe_s / r.describe_items:.2f}s/item); batched incl. that: {amortised:.3f} users/s"
+        )
+    console.print(f"model load {r.load_s:.1f}s (not counted)")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r.as_dict(), indent=1))
