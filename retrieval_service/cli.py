@@ -154,6 +154,7 @@ def bench_retrieval(
     ] = None,
     cache: Annotated[Path, typer.Option(help="Where synthetic bundles are kept.")] = Path("artifacts/synth"),
     report: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="Service's relevance_nprobe (default: config).")] = None,
 ) -> None:
     """Real service and Redis, closed-loop load from another process, vs an empty grpc.aio handler."""
     from retrieval_service.bench.runner import BenchConfig, print_report, run_bench
@@ -168,6 +169,7 @@ def bench_retrieval(
         warmup_s=warmup,
         profile_svg=profile,
         cache=cache,
+        nprobe=nprobe,
     )
     result = run_bench(cfg, console)
     print_report(result, console)

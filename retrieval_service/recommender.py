@@ -38,6 +38,17 @@ from serendip.api.retrieval.v1 import retrieval_pb2 as pb
 from serendip.seqmodel import encode_users
 
 
+def _limit_faiss_threads(threads: int) -> None:
+    """FAISS sizes its OpenMP teams from the calling thread's own setting, which a new thread takes
+    from the defaults (all cores), not from the main thread. Unset, every search on this thread
+    started a team whose idle members spin: 1.25 → 0.65 ms of CPU per call at 32 clients (measured,
+    2 cores). torch is not touched here: its thread count is process-wide (serve-retrieval sets it).
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+
+
 class BundleHolder:
     """The bundle being served. Readers take ``current`` once per batch; a reload replaces it."""
 
@@ -76,7 +87,9 @@ class Recommender:
         self.cfg = cfg
         self.metrics = metrics
         # One thread: batches are serialised anyway, and the model and index see one caller.
-        self._compute_thread = ThreadPoolExecutor(1, thread_name_prefix="recommend")
+        self._compute_thread = ThreadPoolExecutor(
+            1, thread_name_prefix="recommend", initializer=_limit_faiss_threads, initargs=(cfg.threads,)
+        )
 
     async def recommend(self, queries: list[Query]) -> list[pb.RecommendResponse]:
         loop = asyncio.get_running_loop()
@@ -223,33 +236,25 @@ class Recommender:
 
 def to_response(rec: Recommendation) -> pb.RecommendResponse:
     sb = rec.bundle
-    ids, titles, clusters, labels = sb.item_ids, sb.titles, sb.item_clusters, sb.cluster_labels
-    items = []
-    for i, score, source in rec.items:
-        c = clusters[i]
-        items.append(
-            pb.RecommendedItem(
-                item_id=ids[i],
-                score=score,
-                source=source,
-                cluster_id=c,
-                cluster_label=labels[c],
-                title=titles[i],
-            )
-        )
-    interests = [
-        pb.NovelInterest(cluster_id=n.cluster_id, label=n.label, rationale=n.rationale, score=n.score)
-        for n in rec.interests
-    ]
-    return pb.RecommendResponse(
-        items=items,
-        # Only the interests that had slots were used for this list.
-        novel_interests=interests if rec.novel_slots else [],
+    resp = pb.RecommendResponse(
         record_status=rec.record_status,
         bundle_id=sb.bundle_id,
         novel_slots=rec.novel_slots,
         unknown_recent_items=rec.unknown_recent_items,
     )
+    ids, titles, clusters, labels = sb.item_ids, sb.titles, sb.item_clusters, sb.cluster_labels
+    add = resp.items.add  # in place: ~40 % cheaper than building the messages and then the list
+    for i, score, source in rec.items:
+        c = clusters[i]
+        add(
+            item_id=ids[i], score=score, source=source, cluster_id=c, cluster_label=labels[c], title=titles[i]
+        )
+    if rec.novel_slots:  # only interests that had slots were used for this list
+        for n in rec.interests:
+            resp.novel_interests.add(
+                cluster_id=n.cluster_id, label=n.label, rationale=n.rationale, score=n.score
+            )
+    return resp
 
 
 def _candidates(ids: np.ndarray, scores: np.ndarray) -> Iterator[Candidate]:

@@ -35,6 +35,7 @@ async def drive(
     codes: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     sources: Counter[str] = Counter()
+    answered = 0  # warm-up included: the server's CPU time is read over the whole run
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.RetrievalServiceStub(channel)
         await channel.channel_ready()
@@ -55,6 +56,8 @@ async def drive(
                 except grpc.aio.AioRpcError as exc:
                     response, code = None, exc.code().name
                 t1 = time.perf_counter()
+                nonlocal answered
+                answered += response is not None
                 if t0 >= measure_from:
                     codes[code] += 1
                     if response is not None:
@@ -71,6 +74,7 @@ async def drive(
         "concurrency": concurrency,
         "seconds": round(elapsed, 3),
         "ok": len(latencies),
+        "answered_total": answered,
         "errors": sum(n for c, n in codes.items() if c != "OK"),
         "codes": dict(codes),
         "rps": len(latencies) / elapsed,

@@ -46,6 +46,7 @@ class BenchConfig:
     profile_svg: Path | None = None
     cache: Path = Path("artifacts/synth")
     startup_timeout_s: float = 600.0
+    nprobe: int | None = None  # service's retrieval.relevance_nprobe; None = its default
 
 
 def wait_serving(target: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
@@ -82,6 +83,12 @@ def _load(target: str, users: int, cfg: BenchConfig, concurrency: int) -> dict[s
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stage_means(metrics_port: int) -> dict[str, float]:
@@ -132,6 +139,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
             f'[bundle]\nroot = "{bundle.path.resolve()}"\n'
             f'[retrieval]\nhost = "127.0.0.1"\nport = {port}\nmetrics_port = {metrics_port}\n'
             f"watch_interval_s = 0\ndrain_delay_s = 0\n"
+            + (f"relevance_nprobe = {cfg.nprobe}\n" if cfg.nprobe else "")
         )
         env = {**os.environ, "SERENDIP_CONFIG": str(config)}
         del bundle  # the service loads its own copy; keep this process small
@@ -163,8 +171,13 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
                 profiler = None
                 if cfg.profile_svg and name == "service" and concurrency == cfg.concurrency:
                     profiler = _start_profiler(service.pid, cfg, console)
+                server_pid = service.pid if name == "service" else empty.pid
+                cpu0 = _cpu_seconds(server_pid)
                 phase = _load(f"127.0.0.1:{target_port}", users, cfg, concurrency)
                 phase["name"] = name
+                # CPU per answered call barely depends on what else runs on the machine, unlike RPS.
+                cpu = _cpu_seconds(server_pid) - cpu0
+                phase["server_cpu_ms_per_call"] = 1000 * cpu / max(1, phase["answered_total"])
                 result["phases"].append(phase)
                 if profiler:
                     profiler.wait(timeout=cfg.duration_s + cfg.warmup_s + 60)
@@ -225,12 +238,23 @@ def _judge(result: dict[str, Any]) -> None:
 def print_report(result: dict[str, Any], console: Console) -> None:
     cfg = result["config"]
     table = Table(title=f"retrieval: {cfg['items']} items, k={cfg['k']}, bundle {result['bundle_id']}")
-    for col in ("server", "clients", "requests", "errors", "RPS", "p50 ms", "p95 ms", "p99 ms"):
+    for col in (
+        "server",
+        "clients",
+        "requests",
+        "errors",
+        "RPS",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "CPU ms/call",
+    ):
         table.add_column(col, justify="left" if col == "server" else "right")
     for p in result["phases"]:
         table.add_row(
             p["name"], str(p["concurrency"]), f"{p['ok']:,}", str(p["errors"]), f"{p['rps']:,.0f}",
             f"{p['p50_ms']:.2f}", f"{p['p95_ms']:.2f}", f"{p['p99_ms']:.2f}",
+            f"{p['server_cpu_ms_per_call']:.3f}",
         )  # fmt: skip
     console.print(table)
     stages = result.get("service_stages", {})
