@@ -11,6 +11,7 @@ socket I/O release the GIL, so the loop keeps accepting and answering calls mean
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -200,7 +201,7 @@ class Recommender:
             user_dir = None
             if u.embedding_row >= 0 and w < 1.0:
                 v = user_emb[u.embedding_row]
-                norm = float(np.linalg.norm(v))
+                norm = math.sqrt(float(v @ v))
                 user_dir = v / norm if norm > 0 else None
             for interest in u.interests:
                 q = interest.direction if user_dir is None else w * interest.direction + (1 - w) * user_dir

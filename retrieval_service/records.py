@@ -9,6 +9,7 @@ cluster centroids used to steer otherwise; any other bundle → STALE.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +60,7 @@ def interpret_record(raw: bytes | None, sb: ServingBundle, now_ms: int) -> tuple
         seen.add(c)
         direction = sb.unit_centroids[c]
         if compat is Compat.SAME:
-            norm = float(np.linalg.norm(interest.embedding))
+            norm = math.sqrt(float(interest.embedding @ interest.embedding))  # np.linalg.norm: 5x the cost
             if norm > 0:
                 direction = interest.embedding / norm
         interests.append(
