@@ -91,27 +91,39 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _stage_means(metrics_port: int) -> dict[str, float]:
-    """Mean per-batch stage times (ms) and the mean micro-batch size, from the service's /metrics."""
+def _metric_sums(metrics_port: int) -> dict[tuple[str, str], float]:
+    """Every histogram ``_sum``/``_count`` of the service's /metrics, keyed by (name, stage or method)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    sums: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(("serendip_retrieval_stage_seconds_", "serendip_retrieval_batch_size_")) and (
-            "_sum" in line or "_count" in line
-        ):
-            name, value = line.rsplit(" ", 1)
-            sums[name] = float(value)
-    means = {}
+    values: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith(("_sum", "_count")):
+                values[(s.name, s.labels.get("stage") or s.labels.get("grpc_method", ""))] = s.value
+    return values
+
+
+def _phase_means(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[str, float]:
+    """Over one phase (warm-up included): mean stage times per micro-batch (ms), mean batch size, and
+    the mean server-side handling time of Recommend (ms; client latency minus this is transport and
+    queueing outside the handler)."""
+
+    def mean(name: str, key: str) -> float | None:
+        count = after.get((f"{name}_count", key), 0.0) - before.get((f"{name}_count", key), 0.0)
+        total = after.get((f"{name}_sum", key), 0.0) - before.get((f"{name}_sum", key), 0.0)
+        return total / count if count else None
+
+    means: dict[str, float] = {}
     for stage in ("store", "encode", "search", "rank"):
-        count = sums.get(f'serendip_retrieval_stage_seconds_count{{stage="{stage}"}}', 0.0)
-        if count:
-            means[f"{stage}_ms"] = (
-                1000 * sums[f'serendip_retrieval_stage_seconds_sum{{stage="{stage}"}}'] / count
-            )
-    if sums.get("serendip_retrieval_batch_size_count"):
-        means["batch_size"] = (
-            sums["serendip_retrieval_batch_size_sum"] / sums["serendip_retrieval_batch_size_count"]
-        )
+        if (m := mean("serendip_retrieval_stage_seconds", stage)) is not None:
+            means[f"{stage}_ms"] = 1000 * m
+    if (m := mean("serendip_retrieval_batch_size", "")) is not None:
+        means["batch_size"] = m
+    if (m := mean("grpc_server_handling_seconds", "Recommend")) is not None:
+        means["handling_ms"] = 1000 * m
     return means
 
 
@@ -173,15 +185,17 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
                     profiler = _start_profiler(service.pid, cfg, console)
                 server_pid = service.pid if name == "service" else empty.pid
                 cpu0 = _cpu_seconds(server_pid)
+                sums0 = _metric_sums(metrics_port) if name == "service" else {}
                 phase = _load(f"127.0.0.1:{target_port}", users, cfg, concurrency)
                 phase["name"] = name
                 # CPU per answered call barely depends on what else runs on the machine, unlike RPS.
                 cpu = _cpu_seconds(server_pid) - cpu0
                 phase["server_cpu_ms_per_call"] = 1000 * cpu / max(1, phase["answered_total"])
+                if name == "service":
+                    phase["stages"] = _phase_means(sums0, _metric_sums(metrics_port))
                 result["phases"].append(phase)
                 if profiler:
                     profiler.wait(timeout=cfg.duration_s + cfg.warmup_s + 60)
-            result["service_stages"] = _stage_means(metrics_port)
         finally:
             for proc in reversed(procs):
                 if proc.poll() is None:
@@ -237,31 +251,23 @@ def _judge(result: dict[str, Any]) -> None:
 
 def print_report(result: dict[str, Any], console: Console) -> None:
     cfg = result["config"]
-    table = Table(title=f"retrieval: {cfg['items']} items, k={cfg['k']}, bundle {result['bundle_id']}")
-    for col in (
-        "server",
-        "clients",
-        "requests",
-        "errors",
-        "RPS",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "CPU ms/call",
-    ):
+    table = Table(
+        title=f"retrieval: {cfg['items']} items, k={cfg['k']}, bundle {result['bundle_id']} (times in ms)"
+    )
+    # Short headers: a non-terminal console is 80 columns wide.
+    for col in ("server", "clients", "calls", "errors", "RPS", "p50", "p95", "p99", "CPU/call"):
         table.add_column(col, justify="left" if col == "server" else "right")
     for p in result["phases"]:
         table.add_row(
-            p["name"], str(p["concurrency"]), f"{p['ok']:,}", str(p["errors"]), f"{p['rps']:,.0f}",
+            p["name"].split()[0], str(p["concurrency"]), f"{p['ok']:,}", str(p["errors"]), f"{p['rps']:,.0f}",
             f"{p['p50_ms']:.2f}", f"{p['p95_ms']:.2f}", f"{p['p99_ms']:.2f}",
             f"{p['server_cpu_ms_per_call']:.3f}",
         )  # fmt: skip
     console.print(table)
-    stages = result.get("service_stages", {})
-    if stages:
-        console.print(
-            "service, mean per micro-batch: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
-        )
+    for p in result["phases"]:
+        if p.get("stages"):
+            stages = ", ".join(f"{k} {v:.3f}" for k, v in p["stages"].items())
+            console.print(f"service, {p['concurrency']} clients, per micro-batch: {stages}")
     service = next(p for p in result["phases"] if p["name"] == "service")
     console.print(f"record status: {service['record_status']}; item sources: {service['item_sources']}")
     for name, t in result["targets"].items():

@@ -39,5 +39,8 @@ def test_bench_runs_every_phase(tmp_path):
     service = r["phases"][1]
     assert service["record_status"]["RECORD_STATUS_HIT"] > 0  # 90 % of the users have a record
     assert service["item_sources"]["ITEM_SOURCE_NOVEL_INTEREST"] > 0
-    assert set(r["service_stages"]) >= {"store_ms", "encode_ms", "search_ms", "rank_ms", "batch_size"}
+    stages = {"store_ms", "encode_ms", "search_ms", "rank_ms", "batch_size", "handling_ms"}
+    assert set(r["phases"][0]["stages"]) == set(service["stages"]) == stages
+    assert r["phases"][0]["stages"]["batch_size"] == 1.0  # one client: never anything to batch
+    assert all(p["server_cpu_ms_per_call"] > 0 for p in r["phases"])
     assert set(r["targets"]) == {"p50_ms", "p99_ms", "rps_ratio"}
