@@ -163,8 +163,9 @@ def bench_index_cmd(
     table.add_row("naive exact (flat + ID selector)", f"{r.selector_ms:.4f}", f"{r.recall_selector:.3f}")
     console.print(table)
     console.print(
-        f"speed-up vs flat top-{r.naive_k} + filter: [bold]{r.ratio:.1f}x[/bold] (target >= 100x, recall 1.0); "
-        f"vs exact ID-selector scan: {r.selector_ms / max(r.restricted_ms, 1e-9):.1f}x"
+        f"speed-up vs flat top-{r.naive_k} + filter: [bold]{r.ratio:.1f}x[/bold] "
+        f"(target >= 100x, recall 1.0); vs exact ID-selector scan: "
+        f"{r.selector_ms / max(r.restricted_ms, 1e-9):.1f}x"
     )
 
 
