@@ -27,11 +27,11 @@ class MicroBatcher(Generic[Q, R]):
         self,
         process: Callable[[list[Q]], Awaitable[list[R]]],
         max_batch: int,
-        on_expired: Callable[[int], None] | None = None,
+        on_dropped: Callable[[str, int], None] | None = None,
     ) -> None:
         self._process = process
         self._max_batch = max_batch
-        self._on_expired = on_expired or (lambda n: None)
+        self._on_dropped = on_dropped or (lambda reason, n: None)
         self._queue: asyncio.Queue[tuple[Q, asyncio.Future[R], float | None]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._in_flight: list[tuple[Q, asyncio.Future[R]]] = []
@@ -68,17 +68,19 @@ class MicroBatcher(Generic[Q, R]):
                 batch.append(queue.get_nowait())
             now = time.monotonic()
             live = []
-            expired = 0
+            cancelled = expired = 0
             for query, fut, deadline in batch:
-                if fut.done():  # cancelled by its caller
-                    continue
-                if deadline is not None and deadline <= now:
+                if fut.done():  # its caller has gone: cancelled, or its deadline passed in gRPC
+                    cancelled += 1
+                elif deadline is not None and deadline <= now:
                     fut.set_exception(DeadlineExpired())
                     expired += 1
-                    continue
-                live.append((query, fut))
+                else:
+                    live.append((query, fut))
+            if cancelled:
+                self._on_dropped("cancelled", cancelled)
             if expired:
-                self._on_expired(expired)
+                self._on_dropped("deadline", expired)
             if not live:
                 continue
             self._in_flight = live

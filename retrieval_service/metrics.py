@@ -88,11 +88,13 @@ class RetrievalMetrics:
             buckets=(0.0, 0.25, 0.5, 0.75, 0.99, 1.0),
             registry=r,
         )
-        self.deadline_dropped = Counter(
-            "serendip_retrieval_deadline_dropped_total",
-            "Requests whose deadline passed while queued; no work was spent on them.",
+        dropped = Counter(
+            "serendip_retrieval_dropped_total",
+            "Requests dropped from the queue before any work, by reason (deadline passed, caller gone).",
+            ["reason"],
             registry=r,
         )
+        self.dropped = {x: dropped.labels(reason=x) for x in ("deadline", "cancelled")}
         failures = Counter(
             "serendip_retrieval_store_failures_total",
             "Redis round trips not made or not answered in time, by reason.",
@@ -129,6 +131,9 @@ class RetrievalMetrics:
             registry=r,
         )
         self.reloads = {x: reloads.labels(result=x) for x in ("ok", "refused", "unchanged")}
+
+    def requests_dropped(self, reason: str, n: int) -> None:
+        self.dropped[reason].inc(n)
 
     def store_failure(self, reason: str) -> None:
         self.store_failures[reason].inc()

@@ -79,7 +79,7 @@ class RetrievalServer:
         )
         self.recommender = Recommender(self.store, self.holder, cfg, self.metrics)
         self.batcher = MicroBatcher(
-            self.recommender.recommend, cfg.micro_batch_max, on_expired=self.metrics.deadline_dropped.inc
+            self.recommender.recommend, cfg.micro_batch_max, on_dropped=self.metrics.requests_dropped
         )
         self.reloader = BundleReloader(
             self.holder, self.load_bundle, s.bundle.root, s.bundle.current, self.metrics

@@ -68,11 +68,20 @@ class ServerThread:
 
 def make_settings(redis_url: str, bundle_root: Path, **retrieval: Any) -> ServiceSettings:
     # No metrics endpoint unless a test reads it: stopping its HTTP server costs a 0.5 s poll.
-    base = {"host": "127.0.0.1", "port": 0, "metrics_port": None, "drain_delay_s": 0.0, "watch_interval_s": 0}
+    # A generous Redis bound: on a loaded CI machine the 30 ms default can expire now and then, and
+    # a test asserting HIT would see STORE_UNAVAILABLE (the failure tests set their own bound).
+    base = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": None,
+        "drain_delay_s": 0.0,
+        "watch_interval_s": 0,
+        "store_timeout_ms": 2000,
+    }
     return ServiceSettings.model_validate(
         {
             "retrieval": {**base, **retrieval},
-            "redis": {"url": redis_url, "key_prefix": PREFIX},
+            "redis": {"url": redis_url, "key_prefix": PREFIX, "connect_timeout_ms": 2000},
             "bundle": {"root": str(bundle_root)},
         }
     )

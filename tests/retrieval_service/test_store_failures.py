@@ -123,3 +123,38 @@ def test_hung_redis_costs_a_bounded_timeout_then_nothing(own_redis, small_bundle
             assert 'serendip_retrieval_store_failures_total{reason="timeout"} 2.0' in server.metrics_text()
     finally:
         server.stop()
+
+
+def test_a_call_whose_deadline_passed_in_the_queue_costs_no_work(
+    own_redis, small_bundle, serving_bundle, histories
+):
+    """A call queued behind a slow batch (Redis hung) and abandoned by its caller is skipped."""
+    _seed(own_redis.url, serving_bundle, histories)
+    settings = make_settings(
+        own_redis.url, small_bundle.path, metrics_port=0, store_timeout_ms=400, breaker_failures=100
+    )
+    server = ServerThread(settings, serving_bundle).start()
+    assert own_redis.proc is not None
+    pid = own_redis.proc.pid
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.RetrievalServiceStub(channel)
+            assert _call(stub)[0].record_status == pb.RECORD_STATUS_HIT
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                request = pb.RecommendRequest(user_id=USER, k=10)
+                slow = stub.Recommend.future(request, timeout=10)  # holds the compute thread ~400 ms
+                time.sleep(0.1)
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Recommend(request, timeout=0.1)
+                assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert slow.result().record_status == pb.RECORD_STATUS_STORE_UNAVAILABLE
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while 'dropped_total{reason="cancelled"} 1.0' not in (text := server.metrics_text()):
+            assert time.monotonic() < deadline, "the abandoned call was never dropped"
+            time.sleep(0.05)
+        assert "serendip_retrieval_batch_size_sum 2.0" in text  # only the two answered calls ran
+    finally:
+        server.stop()
