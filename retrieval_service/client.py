@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from rich.console import Console
 from rich.table import Table
@@ -28,7 +30,8 @@ def recommend(
         return pb_grpc.RetrievalServiceStub(channel).Recommend(request, timeout=timeout_s)
 
 
-def short_name(enum_type, value: int, prefix: str) -> str:
+def short_name(enum_type: Any, value: int, prefix: str) -> str:
+    """``ITEM_SOURCE_RELEVANCE`` → ``RELEVANCE`` (enum_type: a protobuf EnumTypeWrapper)."""
     return enum_type.Name(value).removeprefix(prefix)
 
 

@@ -45,7 +45,8 @@ class RetrievalConfig(BaseModel):
     drain_grace_s: float = Field(10.0, ge=0.0)
     # Poll the bundle root's `current` link this often and hot-reload when it moves; 0 = off.
     watch_interval_s: float = Field(5.0, ge=0.0)
-    # Intra-op threads for torch and FAISS (process-wide, set by `serve-retrieval`).
+    # torch intra-op threads (process-wide, set by `serve-retrieval`) and FAISS OpenMP threads of the
+    # threads that search (compute thread, bundle loads). One: batches are serial and cores scarce.
     threads: int = Field(1, ge=1)
 
 

@@ -39,11 +39,12 @@ from serendip.api.retrieval.v1 import retrieval_pb2 as pb
 from serendip.seqmodel import encode_users
 
 
-def _limit_faiss_threads(threads: int) -> None:
-    """FAISS sizes its OpenMP teams from the calling thread's own setting, which a new thread takes
-    from the defaults (all cores), not from the main thread. Unset, every search on this thread
-    started a team whose idle members spin: 1.25 → 0.65 ms of CPU per call at 32 clients (measured,
-    2 cores). torch is not touched here: its thread count is process-wide (serve-retrieval sets it).
+def limit_faiss_threads(threads: int) -> None:
+    """Call on every thread that searches. FAISS sizes its OpenMP teams from the calling thread's
+    own setting, which a new thread takes from the defaults (all cores), not from the main thread.
+    Unset on the compute thread, every search started a team whose idle members spin: 1.25 → 0.65 ms
+    of CPU per call at 32 clients (measured, 2 cores). torch is not touched here: its thread count
+    is process-wide (serve-retrieval sets it).
     """
     import faiss
 
@@ -89,7 +90,7 @@ class Recommender:
         self.metrics = metrics
         # One thread: batches are serialised anyway, and the model and index see one caller.
         self._compute_thread = ThreadPoolExecutor(
-            1, thread_name_prefix="recommend", initializer=_limit_faiss_threads, initargs=(cfg.threads,)
+            1, thread_name_prefix="recommend", initializer=limit_faiss_threads, initargs=(cfg.threads,)
         )
 
     async def recommend(self, queries: list[Query]) -> list[pb.RecommendResponse]:

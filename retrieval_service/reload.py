@@ -8,7 +8,6 @@ the watcher remembers a refused target and only tries again when the `current` l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -96,9 +95,10 @@ class BundleReloader:
             await asyncio.sleep(interval_s)
             try:
                 target = self.resolve()
-            except BundleError:
-                continue  # link missing or mid-swap: look again next time
-            if target == self.holder.current.path.resolve() or target == self._refused:
-                continue
-            with contextlib.suppress(BundleError):  # logged and counted; keep serving and watching
+                if target in (self.holder.current.path.resolve(), self._refused):
+                    continue
                 await self.reload()
+            except BundleError:
+                continue  # link missing or mid-swap, or the bundle refused (logged, counted)
+            except Exception:  # keep watching whatever happens; serving is not affected
+                log.exception("bundle watcher")

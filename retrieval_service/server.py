@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,7 +24,7 @@ from retrieval_service.breaker import CircuitBreaker
 from retrieval_service.config import MAX_K, ServiceSettings
 from retrieval_service.grpc_metrics import GrpcMetricsInterceptor
 from retrieval_service.metrics import RetrievalMetrics
-from retrieval_service.recommender import BundleHolder, Recommender
+from retrieval_service.recommender import BundleHolder, Recommender, limit_faiss_threads
 from retrieval_service.reload import BundleReloader
 from retrieval_service.servicer import AdminServicer, RetrievalServicer
 from retrieval_service.serving_bundle import ServingBundle, load_serving_bundle
@@ -45,20 +45,24 @@ class RetrievalServer:
         if not settings.redis.url:
             raise ValueError("redis.url is required (serve-retrieval starts an embedded Redis when unset)")
         self.settings = settings
-        cfg = settings.retrieval
         self.metrics = RetrievalMetrics()
         self._initial_bundle = bundle
-        # Long enough to survive every exclusion and history item of a maximal request.
-        self.load_bundle = functools.partial(
-            load_serving_bundle,
-            index_device=settings.index.device,
-            cold_start_len=MAX_K + cfg.max_exclude_items + cfg.max_recent_items + cfg.history_len,
-        )
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._http = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def load_bundle(self, path: Path) -> ServingBundle:
+        """Load and verify a bundle on the calling (worker) thread, searching with few threads."""
+        cfg = self.settings.retrieval
+        limit_faiss_threads(cfg.threads)  # the warm-up query must not spin every core while serving
+        return load_serving_bundle(
+            path,
+            index_device=self.settings.index.device,
+            # Long enough to survive every exclusion and history item of a maximal request.
+            cold_start_len=MAX_K + cfg.max_exclude_items + cfg.max_recent_items + cfg.history_len,
+        )
 
     async def start(self) -> None:
         s, cfg = self.settings, self.settings.retrieval
@@ -155,10 +159,9 @@ async def serve(settings: ServiceSettings) -> None:
 
 
 def run(settings: ServiceSettings) -> None:
-    """Process entry point: thread settings are process-wide, so they are made here, not in the server."""
-    import faiss
+    """Process entry point. torch's thread count is process-wide, so it is set here rather than in
+    the server (tests run servers inside a process that also trains models)."""
     import torch
 
     torch.set_num_threads(settings.retrieval.threads)
-    faiss.omp_set_num_threads(settings.retrieval.threads)
     asyncio.run(serve(settings))

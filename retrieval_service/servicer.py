@@ -1,4 +1,4 @@
-"""gRPC servicers: request validation, deadlines, and the protobuf conversion of results."""
+"""gRPC servicers: request validation, deadlines, admin calls; the work itself is the recommender's."""
 
 from __future__ import annotations
 
