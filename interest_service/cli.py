@@ -186,6 +186,9 @@ def bench_refresh_cmd(
         int | None, typer.Option(help="Torch threads (overrides interest.local.threads).")
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16.")] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help="none | int8 (overrides interest.local.quantize).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the numbers as JSON here.")] = None,
 ) -> None:
     """Refresh throughput with the default CPU model: batched + shared prefix vs naive, same run."""
@@ -199,11 +202,13 @@ def bench_refresh_cmd(
         cfg.local.threads = threads
     if dtype is not None:
         cfg.local.dtype = dtype  # type: ignore[assignment]
+    if quantize is not None:
+        cfg.local.quantize = quantize  # type: ignore[assignment]
     with RichProgress(console) as progress:
         r = bench_refresh(b, cfg, users, naive_users, inline_users, progress)
     table = Table(
-        title=f"refresh: {r.model_id} ({r.dtype}, {r.threads} threads), {r.n_clusters} clusters, "
-        f"static prefix {r.prefix_tokens} tokens, batch {r.batch_size}"
+        title=f"refresh: {r.model_id} ({r.dtype}, quantize {cfg.local.quantize}, {r.threads} threads), "
+        f"{r.n_clusters} clusters, static prefix {r.prefix_tokens} tokens, batch {r.batch_size}"
     )
     for col in ("mode", "users", "users/s", "tokens/user", "valid JSON"):
         table.add_column(col, justify="right" if col != "mode" else "left")

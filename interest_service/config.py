@@ -27,6 +27,9 @@ class LocalBackendConfig(_Section):
     # auto: bfloat16 where the CPU has native bf16 dot products (avx512_bf16/AMX: ~3x faster matmuls
     # than float32 for this model size), float32 elsewhere; CUDA: bfloat16.
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # int8: dynamic int8 quantisation of the Linear layers on CPU (torch.ao; ~2x faster decode than
+    # bfloat16 here, small quality cost). Text-only models.
+    quantize: Literal["none", "int8"] = "none"
     batch_size: int = Field(16, ge=1)
     threads: int = Field(0, ge=0)  # 0 = leave torch's default
     # Attend to the static prefix (instructions + taxonomy) once per batch instead of copying its
@@ -88,6 +91,9 @@ class RecordConfig(_Section):
     rationale: bool = True
     max_rationale_chars: int = Field(32, ge=0, le=200)
     max_bytes: int = Field(512, ge=128)
+    # Model name written into records (None = the backend's id; the default GGUF is "smollm2-135m").
+    # Keep it short: at d = 64 every byte counts against max_bytes.
+    model_id: str | None = Field(None, max_length=64)
     # Novel-interest vector = normalise(alpha * centroid_dir + (1 - alpha) * user_dir); see embeddings.py.
     centroid_weight: float = Field(0.6, ge=0.0, le=1.0)
 
@@ -101,6 +107,9 @@ class RefreshConfig(_Section):
     tuple_size: int = Field(2, ge=1, le=5)  # distinct recent clusters forming a user's tuple
     tuple_min_users: int = Field(3, ge=1)  # tuples shared by at least this many users are precomputed
     tuple_max: int = Field(500, ge=1)
+    # Clusters asked for per tuple: more than prompt.n_interests, because each covered user's own
+    # history clusters are removed from the tuple's list before it serves them.
+    tuple_picks: int = Field(6, ge=1, le=20)
     transition_recent: int = Field(5, ge=1)  # recent clusters the fallback conditions on
 
 

@@ -101,7 +101,7 @@ class InterestEngine:
         for u in users:
             picks = self.tuples.lookup(u, self.catalog) if self.tuples is not None else None
             if picks is not None:
-                from_tuple[u.user_id] = picks
+                from_tuple[u.user_id] = picks[: self.m]
             else:
                 llm_users.append(u)
         if llm_users:
@@ -185,7 +185,7 @@ class InterestEngine:
                 record = Record(
                     interests=interests,
                     bundle_id=self.catalog.bundle_id,
-                    model_id=self.backend.model_id
+                    model_id=(rcfg.model_id or self.backend.model_id)
                     if p.source != ProposalSource.PROPOSAL_SOURCE_TRANSITION
                     else "transition",
                     prompt_version=self.cfg.prompt.version,
@@ -227,7 +227,16 @@ class InterestEngine:
         return report
 
     def tuple_requests(self, keys: list[tuple[int, ...]]) -> list[GenRequest]:
-        return [self.builder.build(TupleTable.pseudo_user(k, self.catalog, self.bundle)) for k in keys]
+        picks = max(self.m, self.cfg.refresh.tuple_picks)
+        builder = PromptBuilder(
+            self.catalog,
+            self.cfg.prompt.model_copy(update={"n_interests": picks}),
+            self.images,
+            self.describer,
+            with_images=self.builder.with_images,
+            url_transport=self.builder.url_transport,
+        )
+        return [builder.build(TupleTable.pseudo_user(k, self.catalog, self.bundle)) for k in keys]
 
 
 def _rationale(reason: str, keep: bool, limit: int) -> str:

@@ -90,7 +90,8 @@ class TupleTable:
             for key, res in zip(todo, results, strict=True):
                 try:
                     answer = parse_proposal(res.text if res.ok else None)
-                    picks, _ = validate_picks(answer, engine.catalog.label_to_id, set(key), engine.m)
+                    limit = max(engine.m, engine.cfg.refresh.tuple_picks)
+                    picks, _ = validate_picks(answer, engine.catalog.label_to_id, set(key), limit)
                 except AnswerError:
                     continue  # users of this tuple get per-user calls
                 if picks:

@@ -60,6 +60,16 @@ def resolve_dtype(name: str) -> torch.dtype:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
+def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's eager quantisation is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class LocalBackend:
     supports_images: bool
 
@@ -75,7 +85,8 @@ class LocalBackend:
             path, gguf = Path(cfg.model_path), cfg.gguf_file
             if not path.exists():
                 raise BackendError(f"local model not found: {path}")
-        self.model_id = gguf or path.name
+        # Short on purpose: the id is written into every ≤512-byte record.
+        self.model_id = "smollm2-135m" if cfg.model_path is None else (gguf or path.name)
         dtype = resolve_dtype(cfg.dtype)
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         config = AutoConfig.from_pretrained(path, **kwargs)
@@ -93,6 +104,8 @@ class LocalBackend:
             self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
         self.model.eval()
+        if cfg.quantize == "int8" and not self.is_vlm:
+            self.model = _quantize_int8(self.model)
         self.supports_images = self.is_vlm
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:

@@ -12,12 +12,17 @@ NOW = 1_795_000_000_000
 
 
 def _record(
-    source=ProposalSource.PROPOSAL_SOURCE_LLM, rationale="", bundle="b1", expires=NOW + 86_400_000, d=64
+    source=ProposalSource.PROPOSAL_SOURCE_LLM,
+    rationale="",
+    bundle="movielens-small-261127004534-63a4e3",
+    expires=NOW + 86_400_000,
+    d=64,
+    labels=True,
 ):
     rng = np.random.default_rng(1)
     return Record(
         interests=[
-            Interest(c, label, 0.9, rationale, rng.standard_normal(d).astype(np.float32))
+            Interest(c, label if labels else "", 0.9, rationale, rng.standard_normal(d).astype(np.float32))
             for c, label in (
                 (3, "1990s · Thriller · Action"),
                 (17, "Horror · Thriller"),
@@ -25,7 +30,7 @@ def _record(
             )
         ],
         bundle_id=bundle,
-        model_id="SmolLM2-135M-Instruct.Q4_1.gguf",
+        model_id="smollm2-135m",
         prompt_version="cot-v1",
         created_at_ms=NOW,
         expires_at_ms=expires,
@@ -35,18 +40,28 @@ def _record(
 
 
 def test_sizes_with_and_without_rationale():
-    bare = len(encode_record(_record()))
-    with_reason = len(encode_record(_record(rationale="x" * 32)))  # the default max_rationale_chars
-    assert bare <= 512, bare
-    assert with_reason <= 512, with_reason
-    print(f"record sizes, 3 interests at d=64: {bare} B without rationale, {with_reason} B with 32-char ones")
+    """Measured sizes (3 interests, d = 64, real bundle/model ids) and what the writer keeps."""
+    full = _record(rationale="x" * 32)  # labels + the default 32-char rationales
+    sizes = {
+        "bare": len(encode_record(_record(labels=False))),
+        "labels": len(encode_record(_record())),
+        "labels+rationale": len(encode_record(full)),
+        "rationale": len(encode_record(_record(rationale="x" * 32, labels=False))),
+    }
+    print("record sizes, 3 interests at d=64:", sizes)
+    assert sizes["bare"] <= 512 < sizes["labels+rationale"]
+    kept = decode_record(fit_record(full, 512))  # what the writer stores: ids, scores, embeddings
+    assert len(fit_record(full, 512)) <= 512 and [i.cluster_id for i in kept.interests] == [3, 17, 42]
+    assert decode_record(fit_record(full, 1024)).interests[0].rationale == "x" * 32  # room: all kept
+    small = _record(rationale="likes space horror", d=16)
+    assert decode_record(fit_record(small, 512)).interests[0].label == "1990s · Thriller · Action"
 
 
 def test_fit_trims_rationales_then_refuses():
-    long = _record(rationale="a very long rationale " * 10)
+    long = _record(rationale="a very long rationale " * 10, d=32)
     data = fit_record(long, 512)
     assert len(data) <= 512 and decode_record(data).interests[0].rationale.startswith("a very")
-    with pytest.raises(RecordError):
+    with pytest.raises(RecordError, match="even without"):
         fit_record(_record(d=256), 512)  # embeddings alone are too big
 
 
@@ -68,5 +83,5 @@ def test_write_sets_ttl_and_fallback_never_replaces_a_good_record(redis_client):
     redis_client.set(record_key("t:v1", "u4"), b"\xff garbage")
     assert w.write("u4", fb, now_ms=NOW).written
     # A new LLM record always replaces.
-    assert w.write("u1", _record(rationale="new"), now_ms=NOW).written
+    assert w.write("u1", _record(rationale="new", d=16), now_ms=NOW).written
     assert w.read("u1").interests[0].rationale == "new"

@@ -56,7 +56,7 @@ def test_refresh_writes_valid_records_and_skips_fresh_users(seeded, small_bundle
         assert len(encode_record(rec)) <= 512
         assert rec.bundle_id == small_bundle.bundle_id and rec.dim == small_bundle.centroids.shape[1]
         ids = [i.cluster_id for i in rec.interests]
-        assert len(ids) == len(set(ids)) == 3 and all(0 <= c < n_clusters for c in ids)
+        assert len(ids) == len(set(ids)) == engine.m and all(0 <= c < n_clusters for c in ids)
         items = seeded.lrange(f"{PREFIX}:{{{uid}}}:hist", 0, -1)
         history_clusters = {
             int(engine.catalog.item_clusters[engine.catalog.item_index[i.decode()]]) for i in items
@@ -84,7 +84,7 @@ def test_backend_down_falls_back_but_keeps_the_last_good_record(seeded, small_bu
         assert seeded.get(record_key(PREFIX, u)) == before[u]
     for u in USERS[3:]:  # users without a record get a valid fallback record
         rec = _record(seeded, u)
-        assert rec.source == ProposalSource.PROPOSAL_SOURCE_TRANSITION and len(rec.interests) == 3
+        assert rec.source == ProposalSource.PROPOSAL_SOURCE_TRANSITION and len(rec.interests) == down.m
 
 
 def test_killed_run_resumes_without_redoing_finished_users(seeded, small_bundle, icfg):
@@ -102,6 +102,9 @@ def test_killed_run_resumes_without_redoing_finished_users(seeded, small_bundle,
 
 
 def test_cluster_tuple_mode_serves_covered_users_from_the_table(seeded, small_bundle, icfg, llama_server):
+    # Users 1-4 just engaged with the same item: their 1-cluster tuple is shared (one LLM call).
+    for uid in USERS[:4]:
+        push_history(seeded, PREFIX, uid, [str(small_bundle.item_ids[0])])
     engine = _engine(
         icfg,
         small_bundle,
@@ -113,4 +116,13 @@ def test_cluster_tuple_mode_serves_covered_users_from_the_table(seeded, small_bu
     assert stats.tuple_calls >= 1
     sources = [_record(seeded, u).source for u in USERS]
     assert stats.outcomes["tuple"] == sources.count(ProposalSource.PROPOSAL_SOURCE_LLM_TUPLE) >= 2
-    assert (engine.cfg.refresh.state_dir).glob("tuples-*.json")
+    assert list(engine.cfg.refresh.state_dir.glob("tuples-*.json"))
+    # A later run reuses the stored table: no new tuple call.
+    again = _engine(
+        icfg,
+        small_bundle,
+        seeded,
+        llama_server,
+        refresh={"tuple_mode": True, "tuple_size": 1, "tuple_min_users": 2, "tuple_max": 2},
+    )
+    assert run_refresh(again, USERS, force=True).tuple_calls == 0
