@@ -44,6 +44,15 @@ def _windows(sequences: Sequence[np.ndarray], max_len: int, shift: int) -> tuple
     return np.stack(inputs), np.stack(targets)
 
 
+def _batches(targets: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of windows grouped by length (random order among equal lengths)."""
+    lengths = (targets != PAD).sum(1)
+    order = rng.permutation(len(targets))
+    order = order[np.argsort(-lengths[order], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _loss(
     model: SASRec, hidden: torch.Tensor, targets: torch.Tensor, negatives: int, gen: torch.Generator
 ) -> torch.Tensor:
@@ -52,13 +61,13 @@ def _loss(
     if negatives >= model.n_items - 1:
         return F.cross_entropy(hidden @ table.T, targets - 1)
     # Sampled softmax: one uniform negative set shared by the batch (one matmul); uniform sampling
-    # needs no log-Q correction. Accidental hits of the positive are masked out.
+    # needs no log-Q correction. Accidental hits of the positive are masked out. The loss is written
+    # as logaddexp(pos, logsumexp(neg)) - pos so no [P, 1 + K] logits copy is made: on small CPUs
+    # this step is memory-bound.
     neg = torch.randint(0, model.n_items, (negatives,), generator=gen)
-    pos_logit = (hidden * table[targets - 1]).sum(-1, keepdim=True)
-    neg_logit = hidden @ table[neg].T
-    neg_logit = neg_logit.masked_fill(neg[None, :] == (targets - 1)[:, None], float("-inf"))
-    logits = torch.cat([pos_logit, neg_logit], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    pos_logit = (hidden * table[targets - 1]).sum(-1)
+    neg_logit = (hidden @ table[neg].T).masked_fill_(neg[None, :] == (targets - 1)[:, None], float("-inf"))
+    return (torch.logaddexp(pos_logit, torch.logsumexp(neg_logit, dim=1)) - pos_logit).mean()
 
 
 def train_sasrec(
@@ -90,11 +99,13 @@ def _train(
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         inputs, targets = _windows(sequences, cfg.max_len, shift=int(rng.integers(cfg.max_len)))
-        order = rng.permutation(len(inputs))
         total, count = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            inp, tgt = torch.from_numpy(inputs[idx]), torch.from_numpy(targets[idx])
+        for idx in _batches(targets, cfg.batch_size, rng):
+            # Batches hold windows of similar length, so all-padding columns can be cut off: exact,
+            # since positions count from the right and padding keys are masked anyway.
+            width = int((targets[idx] != PAD).sum(1).max())
+            inp = torch.from_numpy(inputs[idx, -width:])
+            tgt = torch.from_numpy(targets[idx, -width:])
             mask = tgt != PAD
             hidden = model.hidden(inp)[mask]
             loss = _loss(model, hidden, tgt[mask], cfg.negatives, gen)
