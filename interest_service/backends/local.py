@@ -67,7 +67,7 @@ def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
     with warnings.catch_warnings():  # torch.ao's eager quantisation is deprecated in favour of torchao
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class LocalBackend:
@@ -87,7 +87,8 @@ class LocalBackend:
                 raise BackendError(f"local model not found: {path}")
         # Short on purpose: the id is written into every ≤512-byte record.
         self.model_id = "smollm2-135m" if cfg.model_path is None else (gguf or path.name)
-        dtype = resolve_dtype(cfg.dtype)
+        # int8 quantisation starts from float32 weights.
+        dtype = torch.float32 if cfg.quantize == "int8" else resolve_dtype(cfg.dtype)
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         config = AutoConfig.from_pretrained(path, **kwargs)
         self.is_vlm = hasattr(config, "vision_config")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -139,3 +142,54 @@ def users_of(bundle, catalog, n: int, start: int = 0):
     hist = user_histories(bundle.interactions, 4.0)
     chosen = list(hist.items())[start : start + n]
     return [UserContext.build(uid, items[::-1], catalog, 5) for uid, items in chosen]
+
+
+class FaultyHandler(http.server.BaseHTTPRequestHandler):
+    mode = "500"
+    calls = 0
+
+    def do_POST(self):
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.mode == "slow":
+            time.sleep(2)
+        if self.mode == "500":
+            self.send_response(500)
+            self.end_headers()
+            return
+        content = "this is not json {" if self.mode == "malformed" else '{"summary":"x","interests":[]}'
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+            }
+        ).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def faulty():
+    """A real HTTP server speaking the chat-completions route badly (mode set per test)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FaultyHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-import time
-
 import pytest
 
 from interest_service.answer import parse_proposal, proposal_schema
@@ -14,6 +9,7 @@ from interest_service.backends.base import GenRequest, Part
 from interest_service.backends.openai_backend import OpenAIBackend
 from interest_service.config import PromptConfig
 
+from .conftest import FaultyHandler as _Faulty
 from .conftest import openai_cfg
 
 LABELS = ["1990s · Thriller · Action", "Horror · Thriller", "anime · Fantasy", "Drama · Romance"]
@@ -74,56 +70,6 @@ def test_image_parts_and_vllm_fields(tmp_path):
     assert body["response_format"]["type"] == "json_schema"
     assert body["extra_body"] == {"structured_outputs": {"json": {"type": "object"}}}
     backend.close()
-
-
-class _Faulty(http.server.BaseHTTPRequestHandler):
-    mode = "500"
-    calls = 0
-
-    def do_POST(self):
-        type(self).calls += 1
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.mode == "slow":
-            time.sleep(2)
-        if self.mode == "500":
-            self.send_response(500)
-            self.end_headers()
-            return
-        content = "this is not json {" if self.mode == "malformed" else '{"summary":"x","interests":[]}'
-        body = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": content},
-                    }
-                ],
-            }
-        ).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def faulty():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Faulty)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
 
 
 @pytest.mark.parametrize("mode", ["500", "slow", "malformed", "wrong_shape"])

@@ -126,3 +126,18 @@ def test_cluster_tuple_mode_serves_covered_users_from_the_table(seeded, small_bu
         refresh={"tuple_mode": True, "tuple_size": 1, "tuple_min_users": 2, "tuple_max": 2},
     )
     assert run_refresh(again, USERS, force=True).tuple_calls == 0
+
+
+@pytest.mark.parametrize("mode", ["malformed", "wrong_shape", "500"])
+def test_bad_answers_never_become_records(seeded, small_bundle, icfg, faulty, mode):
+    from .conftest import FaultyHandler
+
+    FaultyHandler.mode = mode
+    url = f"http://127.0.0.1:{faulty.server_address[1]}/v1"
+    engine = _engine(icfg, small_bundle, seeded, url)
+    stats = run_refresh(engine, USERS[:3])
+    assert stats.outcomes["fallback"] == 3  # retried, then the transition model
+    for u in USERS[:3]:
+        rec = _record(seeded, u)
+        assert rec.source == ProposalSource.PROPOSAL_SOURCE_TRANSITION and rec.model_id == "transition"
+        assert all(0 <= i.cluster_id < engine.catalog.n_clusters for i in rec.interests)
