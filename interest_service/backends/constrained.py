@@ -63,9 +63,14 @@ class BatchMask:
             else:
                 m.fill_next_token_bitmask(self.bitmask, row)
         vocab = self.factory.vocab_size
+        mask = self.bitmask[:n].to(logits.device)
         if logits.shape[1] > vocab:  # padded embedding rows beyond the tokenizer: never valid
+            head = logits[:, :vocab].contiguous()
+            self._xgr.apply_token_bitmask_inplace(head, mask)
+            logits[:, :vocab] = head
             logits[:, vocab:] = float("-inf")
-        self._xgr.apply_token_bitmask_inplace(logits[:, :vocab], self.bitmask[:n].to(logits.device))
+        else:
+            self._xgr.apply_token_bitmask_inplace(logits, mask)
         for row in finished:  # a finished row may only emit a stop token (ignored afterwards)
             logits[row] = float("-inf")
             logits[row, self.factory.stop_ids[0]] = 0.0
