@@ -54,7 +54,9 @@ class TransitionModel:
                 recent.append(c)
         counts += smoothing
         np.fill_diagonal(counts, 0.0)  # a cluster is never "new" after itself
-        probs = counts / counts.sum(axis=1, keepdims=True)
+        sums = counts.sum(axis=1, keepdims=True)
+        # A cluster nobody left for another (possible without smoothing) contributes nothing.
+        probs = np.divide(counts, sums, out=np.zeros_like(counts), where=sums > 0)
         balanced = np.sqrt(arrivals) + smoothing
         prior = balanced / balanced.sum()
         return cls(probs=probs, prior=prior, prior_weight=prior_weight, n_transitions=n)
