@@ -17,6 +17,7 @@ from serendip.bundle import bundle as B
 from serendip.config import Settings
 from serendip.data.schema import Dataset
 from serendip.index.faiss_ivf import build_ivf
+from serendip.taxonomy.cluster import cluster_means
 
 
 class Progress:
@@ -176,10 +177,7 @@ def build_bundle(dataset: Dataset, settings: Settings, progress: Progress | None
 
 def cluster_centroids(item_emb: np.ndarray, assign: np.ndarray, n_clusters: int) -> np.ndarray:
     """Mean item embedding per cluster (in the sequence model's space: the IVF's coarse quantizer)."""
-    sums = np.zeros((n_clusters, item_emb.shape[1]), dtype=np.float64)
-    np.add.at(sums, assign, item_emb)
-    counts = np.maximum(np.bincount(assign, minlength=n_clusters), 1)
-    return (sums / counts[:, None]).astype(np.float32)
+    return cluster_means(item_emb, assign, n_clusters)[0].astype(np.float32)
 
 
 ProgressFactory = Callable[[], Progress]

@@ -67,13 +67,18 @@ def balanced_kmeans(
     return assign, _centroids_of(x, assign, k, fallback=centroids)
 
 
-def _centroids_of(x: np.ndarray, assign: np.ndarray, k: int, fallback: np.ndarray) -> np.ndarray:
+def cluster_means(x: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster mean of the rows (float64; zeros for empty clusters) and the cluster sizes."""
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
     np.add.at(sums, assign, x)
     counts = np.bincount(assign, minlength=k)
-    out = fallback.astype(np.float64).copy()
-    nonempty = counts > 0
-    out[nonempty] = sums[nonempty] / counts[nonempty, None]
+    return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def _centroids_of(x: np.ndarray, assign: np.ndarray, k: int, fallback: np.ndarray) -> np.ndarray:
+    means, counts = cluster_means(x, assign, k)
+    # An empty cluster keeps its previous centroid rather than collapsing to the origin.
+    out = np.where((counts > 0)[:, None], means, fallback.astype(np.float64))
     return _normalize(out)
 
 
