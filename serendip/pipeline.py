@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,17 @@ class BuildResult:
     summary: dict[str, Any]
 
 
+def indexed_interactions(dataset: Dataset) -> pd.DataFrame:
+    """The interactions plus ``item_idx`` (internal item index); adapters guarantee every id is known."""
+    idx = dataset.item_index().reindex(dataset.interactions["item_id"].to_numpy()).to_numpy()
+    return dataset.interactions.assign(item_idx=idx.astype(np.int64))
+
+
 def positive_sequences(
-    dataset: Dataset, threshold: float
+    interactions: pd.DataFrame, threshold: float
 ) -> tuple[pd.DataFrame, list[np.ndarray], list[str]]:
-    """Positives with internal item indices, and each user's chronological sequence of them."""
-    inter = dataset.interactions
-    idx = dataset.item_index()
-    pos = inter[inter["weight"] >= threshold].copy()
-    pos["item_idx"] = idx.reindex(pos["item_id"].to_numpy()).to_numpy().astype(np.int64)
+    """Positives (of interactions carrying ``item_idx``) and each user's chronological sequence."""
+    pos = interactions[interactions["weight"] >= threshold]
     pos = pos.sort_values(["user_id", "timestamp", "item_idx"], kind="stable")
     users, seqs = [], []
     for user, group in pos.groupby("user_id", sort=True):
@@ -92,7 +94,8 @@ def build_bundle(dataset: Dataset, settings: Settings, progress: Progress | None
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    pos, seqs, _users = positive_sequences(dataset, settings.data.positive_threshold)
+    interactions = indexed_interactions(dataset)
+    pos, seqs, _users = positive_sequences(interactions, settings.data.positive_threshold)
     if not seqs:
         raise ValueError(
             f"no positive interactions (weight >= {settings.data.positive_threshold}) in {dataset.name}"
@@ -139,9 +142,7 @@ def build_bundle(dataset: Dataset, settings: Settings, progress: Progress | None
         items = dataset.items.copy()
         items["attributes"] = [json.dumps(a, ensure_ascii=False) for a in items["attributes"]]
         items.to_parquet(w.path(B.ITEMS), index=False)
-        dataset.interactions.assign(
-            item_idx=dataset.item_index().reindex(dataset.interactions["item_id"].to_numpy()).to_numpy()
-        ).to_parquet(w.path(B.INTERACTIONS), index=False)
+        interactions.to_parquet(w.path(B.INTERACTIONS), index=False)
         w.path(B.TAXONOMY).write_text(taxonomy.to_json(), encoding="utf-8")
         np.save(w.path(B.ITEM_CLUSTERS), taxonomy.item_clusters)
         np.save(w.path(B.CENTROIDS), centroids)
@@ -178,6 +179,3 @@ def build_bundle(dataset: Dataset, settings: Settings, progress: Progress | None
 def cluster_centroids(item_emb: np.ndarray, assign: np.ndarray, n_clusters: int) -> np.ndarray:
     """Mean item embedding per cluster (in the sequence model's space: the IVF's coarse quantizer)."""
     return cluster_means(item_emb, assign, n_clusters)[0].astype(np.float32)
-
-
-ProgressFactory = Callable[[], Progress]

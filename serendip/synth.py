@@ -62,12 +62,13 @@ def synth_bundle(
     index = build_ivf(emb, assign, centroids)
 
     parents = np.arange(n_clusters) % n_groups
+    sizes = np.bincount(assign, minlength=n_clusters)
     clusters = [
         Cluster(
             id=c,
             label=f"synthetic interest {c:04d}",
             keywords=[f"kw{c}"],
-            size=int((assign == c).sum()) if n_items <= 200_000 else n_items // n_clusters,
+            size=int(sizes[c]),
             parent=int(parents[c]),
         )
         for c in range(n_clusters)
@@ -83,8 +84,7 @@ def synth_bundle(
     pick = rng.integers(0, 3, size=(n_users, history)) % n_home[:, None]
     user_clusters = np.take_along_axis(home, pick, axis=1).ravel()
     members = np.argsort(assign, kind="stable")
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=n_clusters))])
-    sizes = offsets[1:] - offsets[:-1]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
     within = (rng.random(len(user_clusters)) * sizes[user_clusters]).astype(np.int64)
     item_idx = members[offsets[user_clusters] + within]
     interactions = pd.DataFrame(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ class Bundle:
     path: Path
     manifest: Manifest
     index_device: str = "cpu"
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def bundle_id(self) -> str:
