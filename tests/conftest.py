@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from serendip.store.server import RedisServer
@@ -47,18 +46,9 @@ def movielens_path() -> Path:
 @pytest.fixture(scope="session")
 def small_dataset_dir(tmp_path_factory: pytest.TempPathFactory, movielens_path: Path) -> Path:
     """A canonical-schema (tabular) slice of MovieLens: the 1,200 most-rated movies, all users."""
-    from serendip.data import load_dataset
+    from tests.stack.tiny import write_tiny_dataset
 
-    full = load_dataset("movielens", movielens_path)
-    counts = full.interactions["item_id"].value_counts()
-    keep = set(counts.index[:1200])
-    items = full.items[full.items["item_id"].isin(keep)].copy()
-    inter = full.interactions[full.interactions["item_id"].isin(keep)].copy()
-    out = tmp_path_factory.mktemp("small-dataset")
-    items["attributes"] = [pd.io.json.ujson_dumps(a) for a in items["attributes"]]
-    items.to_csv(out / "items.csv", index=False)
-    inter.to_csv(out / "interactions.csv", index=False)
-    return out
+    return write_tiny_dataset(movielens_path, tmp_path_factory.mktemp("small-dataset"), n_items=1200)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack.tiny import write_tiny_config, write_tiny_dataset
+from tests.stack.tiny import TINY_ITEMS, write_tiny_config, write_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 420
@@ -66,7 +66,7 @@ class UpProcess:
 @pytest.fixture(scope="session")
 def stack_up(tmp_path_factory: pytest.TempPathFactory, movielens_path: Path) -> Iterator[UpProcess]:
     root = tmp_path_factory.mktemp("stack")
-    data = write_tiny_dataset(movielens_path, root / "data")
+    data = write_tiny_dataset(movielens_path, root / "data", TINY_ITEMS)
     config = write_tiny_config(root / "serendip.toml", data, root / "bundles")
     argv = [
         sys.executable, "-c", "import sys; from serendip.cli import app; sys.argv[0] = 'serendip'; app()",

@@ -5,23 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+from tests.datasets import write_tiny_dataset
 
 TINY_ITEMS = 300
 
-
-def write_tiny_dataset(movielens: Path, out: Path, n_items: int = TINY_ITEMS) -> Path:
-    from serendip.data import load_dataset
-
-    full = load_dataset("movielens", movielens)
-    keep = set(full.interactions["item_id"].value_counts().index[:n_items])
-    items = full.items[full.items["item_id"].isin(keep)].copy()
-    inter = full.interactions[full.interactions["item_id"].isin(keep)].copy()
-    items["attributes"] = [pd.io.json.ujson_dumps(a) for a in items["attributes"]]
-    out.mkdir(parents=True, exist_ok=True)
-    items.to_csv(out / "items.csv", index=False)
-    inter.to_csv(out / "interactions.csv", index=False)
-    return out
+__all__ = ["TINY_ITEMS", "write_tiny_config", "write_tiny_dataset"]
 
 
 def write_tiny_config(path: Path, data: Path, bundle_root: Path) -> Path:
