@@ -26,6 +26,16 @@ BATCH_LATENCY = Histogram(
     "Wall time of one backend batch.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+
+
+def observe_batch(elapsed_s: float, tokens: int) -> None:
+    """Record one backend batch: its wall time, tokens generated and throughput (either backend)."""
+    BATCH_LATENCY.observe(elapsed_s)
+    TOKENS.inc(tokens)
+    if elapsed_s > 0:
+        TOKENS_PER_S.set(tokens / elapsed_s)
+
+
 USER_LATENCY = Histogram(
     "serendip_interest_user_seconds",
     "Backend time per user (batch time / users in it).",

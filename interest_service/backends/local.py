@@ -144,11 +144,7 @@ class LocalBackend:
                     metrics.BACKEND_ERRORS.labels(kind=type(exc).__name__).inc()
                     outs = [GenResult(r.key, None, error=f"{type(exc).__name__}: {exc}") for r in batch]
                 elapsed = time.perf_counter() - t0
-                tokens = sum(o.completion_tokens for o in outs)
-                metrics.BATCH_LATENCY.observe(elapsed)
-                metrics.TOKENS.inc(tokens)
-                if elapsed > 0:
-                    metrics.TOKENS_PER_S.set(tokens / elapsed)
+                metrics.observe_batch(elapsed, sum(o.completion_tokens for o in outs))
                 for i, out in zip(chunk, outs, strict=True):
                     results[i] = out
         return [results[i] for i in range(len(requests))]

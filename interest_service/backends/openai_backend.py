@@ -48,11 +48,7 @@ class OpenAIBackend:
         t0 = time.perf_counter()
         results = list(self._pool.map(self._one, requests))
         elapsed = time.perf_counter() - t0
-        tokens = sum(r.completion_tokens for r in results)
-        metrics.BATCH_LATENCY.observe(elapsed)
-        metrics.TOKENS.inc(tokens)
-        if elapsed > 0:
-            metrics.TOKENS_PER_S.set(tokens / elapsed)
+        metrics.observe_batch(elapsed, sum(r.completion_tokens for r in results))
         return results
 
     def close(self) -> None:
