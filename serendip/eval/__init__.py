@@ -1,0 +1,1 @@
+"""Offline evaluation: the history/future split, serendipity metrics, proposer replay, reports."""
