@@ -37,3 +37,10 @@ if command -v chromium >/dev/null 2>&1; then chromium --version; fi
 pip install -q --no-deps "xgrammar==0.2.8"
 python -c "import xgrammar, llama_cpp; print('interest: xgrammar and llama-cpp-python', llama_cpp.__version__)"
 # ---- end interest --------------------------------------------------------------------------------
+
+# ---- eval (serendip/eval, tests/eval) ----------------------------------------------------------
+# rectools: the peer implementation the metric tests compare against. --no-deps because its metadata
+# pins numpy<2 and pandas<3 on Python 3.11 (its metrics run fine on ours; typeguard is in [dev]).
+pip install -q --no-deps "rectools==0.19.0"
+python -c "import rectools.metrics; print('eval: rectools', rectools.__version__)"
+# ---- end eval -----------------------------------------------------------------------------------
