@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from interest_service.eval_cli import eval_cmd
+
 console = Console()
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (else $SERENDIP_CONFIG).")
@@ -27,6 +29,7 @@ BackendOpt = Annotated[str | None, typer.Option(help="local | openai (overrides 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("refresh")(refresh)
     app.command("serve-interest")(serve_interest)
+    app.command("eval")(eval_cmd)
     bench_app.command("refresh")(bench_refresh_cmd)
 
 
