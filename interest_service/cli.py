@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -84,6 +86,11 @@ def _engine(cfg, b, client):
     return InterestEngine(cfg, b, backend, client)
 
 
+class RefreshEngine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 def refresh(
     config: ConfigOpt = None,
     bundle: BundleOpt = None,
@@ -102,24 +109,31 @@ def refresh(
     tuple_mode: Annotated[
         bool | None, typer.Option(help="Serve frequent cluster tuples from one call.")
     ] = None,
+    engine: Annotated[
+        RefreshEngine, typer.Option(help="local: in this process | ray: user shards over Ray actors.")
+    ] = RefreshEngine.local,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray actors (default: cluster CPUs / --cpus-per-worker).")
+    ] = None,
+    shard_size: Annotated[int, typer.Option(min=1, help="Users per Ray shard.")] = 256,
+    cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="CPUs reserved per Ray actor.")] = 1.0,
 ) -> None:
     """Propose novel interest clusters for users whose record is missing, stale or outdated."""
-    from interest_service.refresh import run_refresh
-    from serendip.cli_progress import RichProgress
+    from interest_service.pushgateway import RefreshRun, push_refresh_run
+    from serendip.store import record_key, user_histories
     from serendip.store import seed_histories as seed
-    from serendip.store import user_histories
 
     _, cfg, b = _setup(config, bundle, backend)
     if tuple_mode is not None:
         cfg.refresh.tuple_mode = tuple_mode
-    client = _redis(cfg, redis_url)
-    if seed_histories:
-        n = seed(
-            client,
-            cfg.redis_prefix,
-            user_histories(b.interactions, cfg.positive_threshold, cfg.refresh.history_len),
-        )
-        console.print(f"seeded {n:,} history lists")
+    if engine is RefreshEngine.ray and cfg.refresh.tuple_mode:
+        # Tuples are counted over all selected users; per shard they would be counted (and their
+        # shared table written) by every actor separately.
+        console.print("[red]refresh.tuple_mode is not supported with --engine ray[/red] (use --engine local)")
+        raise typer.Exit(2)
     ids: list[str] | None = None
     if users:
         ids = [u.strip() for u in users.split(",") if u.strip()]
@@ -128,10 +142,90 @@ def refresh(
             console.print(f"[red]users file not found:[/red] {users_file}")
             raise typer.Exit(2)
         ids = (ids or []) + [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+    for uid in ids or []:
+        try:
+            record_key(cfg.redis_prefix, uid)
+        except ValueError as exc:
+            console.print(f"[red]invalid user id {uid!r}:[/red] {exc}")
+            raise typer.Exit(2) from exc
+    run = RefreshRun(engine=engine.value, started_at=time.time())
+    try:
+        client = _redis(cfg, redis_url)
+        if seed_histories:
+            n = seed(
+                client,
+                cfg.redis_prefix,
+                user_histories(b.interactions, cfg.positive_threshold, cfg.refresh.history_len),
+            )
+            console.print(f"seeded {n:,} history lists")
+        if engine is RefreshEngine.ray:
+            report = _refresh_on_ray(
+                cfg, b, client, ids, limit, force, fresh, ray_address, workers, shard_size, cpus_per_worker
+            )
+            stats, images, model = report.stats, report.images, f"{cfg.backend} backend on Ray"
+            run.failed_shards = len(report.failed)
+        else:
+            stats, images, model = _refresh_local(cfg, b, client, ids, limit, force, fresh)
+        run.stats = stats
+        _print_refresh_summary(stats, images, f"refresh: bundle {b.bundle_id}, model {model}")
+        run.success = not stats.outcomes.get("failed") and not run.failed_shards
+    finally:
+        if cfg.refresh.pushgateway_url:
+            if push_refresh_run(cfg.refresh.pushgateway_url, run):
+                console.print(f"metrics pushed to {cfg.refresh.pushgateway_url}")
+            else:
+                console.print(f"[yellow]could not push metrics to {cfg.refresh.pushgateway_url}[/yellow]")
+    if not run.success:
+        raise typer.Exit(1)
+
+
+def _refresh_local(cfg, b, client, ids, limit, force, fresh):
+    from interest_service.refresh import run_refresh
+    from serendip.cli_progress import RichProgress
+
     engine = _engine(cfg, b, client)
     with RichProgress(console) as progress:
         stats = run_refresh(engine, ids, force=force, limit=limit, progress=progress, fresh=fresh)
-    table = Table(title=f"refresh: bundle {b.bundle_id}, model {engine.backend.model_id}")
+    return stats, engine.images.stats, engine.backend.model_id
+
+
+def _refresh_on_ray(cfg, b, client, ids, limit, force, fresh, address, workers, shard_size, cpus_per_worker):
+    from interest_service.distributed import run_distributed, unique
+    from interest_service.selection import scan_users
+    from serendip.cli_progress import RichProgress
+
+    try:
+        import ray  # noqa: F401 - fail here, with the fix, rather than inside the engine
+
+        from serendip.stack.ray_engine import RayEngine
+    except ImportError as exc:
+        console.print(f"[red]--engine ray needs Ray:[/red] {exc} (pip install 'serendip[stack]')")
+        raise typer.Exit(2) from exc
+    user_ids = unique(ids if ids is not None else sorted(scan_users(client, cfg.redis_prefix)))
+    if limit is not None:
+        user_ids = user_ids[:limit]
+    ray_engine = RayEngine(
+        num_workers=workers, shard_size=shard_size, address=address, cpus_per_worker=cpus_per_worker
+    )
+    try:
+        with RichProgress(console) as progress:
+            progress.stage(f"refreshing {len(user_ids):,} users on Ray ({shard_size}/shard)", len(user_ids))
+            report = run_distributed(
+                ray_engine, cfg, b.path, user_ids, force=force, fresh=fresh,
+                on_shard=lambda shard: progress.advance(len(shard.users)),
+            )  # fmt: skip
+    finally:
+        ray_engine.shutdown()
+    console.print(f"{report.shards} shards on {len(report.workers)} Ray workers, {len(report.failed)} failed")
+    for shard in report.failed:
+        more = len(shard.users) - 20
+        shown = ", ".join(shard.users[:20]) + (f" … (+{more})" if more > 0 else "")
+        console.print(f"[red]failed shard[/red] ({len(shard.users)} users: {shown}): {shard.error}")
+    return report
+
+
+def _print_refresh_summary(stats, images, title: str) -> None:
+    table = Table(title=title)
     table.add_column("what")
     table.add_column("count", justify="right")
     for k, v in sorted(stats.selection.items()):
@@ -140,7 +234,7 @@ def refresh(
         table.add_row(f"outcome: {k}", str(v))
     for k, v in sorted(stats.dropped.items()):
         table.add_row(f"dropped cluster: {k}", str(v))
-    for k, v in sorted(engine.images.stats.items()):
+    for k, v in sorted(images.items()):
         table.add_row(f"images: {k}", str(v))
     if stats.resumed_skipped:
         table.add_row("done by the interrupted run", str(stats.resumed_skipped))
@@ -149,8 +243,6 @@ def refresh(
         f"{stats.processed} users in {stats.seconds:.1f}s ({stats.users_per_s:.2f} users/s), "
         f"{stats.tokens:,} tokens, largest record {stats.record_bytes_max} B"
     )
-    if stats.outcomes.get("failed"):
-        raise typer.Exit(1)
 
 
 def serve_interest(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from serendip.config import Settings
 
@@ -111,6 +112,19 @@ class RefreshConfig(_Section):
     # history clusters are removed from the tuple's list before it serves them.
     tuple_picks: int = Field(6, ge=1, le=20)
     transition_recent: int = Field(5, ge=1)  # recent clusters the fallback conditions on
+    # Prometheus Pushgateway (http(s)://host:port) that receives each run's metrics at its end: a
+    # refresh process (CronJob, RayJob) exits before Prometheus could scrape it. None = no push.
+    pushgateway_url: str | None = None
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _gateway_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise ValueError(f"must be http(s)://host[:port] (the Pushgateway's base URL), got {url!r}")
+        return url.rstrip("/")
 
 
 class ServerConfig(_Section):

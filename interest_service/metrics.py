@@ -46,3 +46,12 @@ REFRESH_LATENCY = Histogram(
     "Wall time of one refresh run.",
     buckets=(0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
 )
+# Also pushed to the Pushgateway by every `serendip refresh` run (pushgateway.py); here it is set
+# after a successful RefreshUsers call so the served registry has it too.
+LAST_SUCCESS_NAME = "serendip_refresh_last_success_timestamp_seconds"
+LAST_SUCCESS_HELP = "Unix time at which the last refresh finished without failed users or shards."
+REFRESH_LAST_SUCCESS = Gauge(LAST_SUCCESS_NAME, LAST_SUCCESS_HELP)
+PUSH_FAILURES = Counter(
+    "serendip_refresh_push_failures_total",
+    "Refresh runs whose metrics could not be pushed to the Pushgateway.",
+)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +150,8 @@ class ItemDescriber:
         if not self.cache_path:
             return
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_suffix(".tmp")
+        # A unique temporary name: Ray actors (several pods) sharing the state volume save concurrently.
+        tmp = self.cache_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         payload = {
             "bundle_id": self.catalog.bundle_id,
             "model_id": self.backend.model_id,

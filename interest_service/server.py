@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from interest_service import metrics
 from interest_service.engine import InterestEngine
 from interest_service.selection import select_users
 from serendip.api.interest.v1 import interest_pb2, interest_pb2_grpc
@@ -63,6 +64,8 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
                 for k, v in report.outcomes.items():
                     outcomes[k] = outcomes.get(k, 0) + v
         skipped = sum(v for k, v in sel.reasons.items() if k.startswith("skip_"))
+        if not outcomes.get("failed"):
+            metrics.REFRESH_LAST_SUCCESS.set_to_current_time()
         return interest_pb2.RefreshUsersResponse(
             selected=len(sel.users),
             refreshed=outcomes.get("refreshed", 0),

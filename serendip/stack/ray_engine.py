@@ -106,8 +106,15 @@ class RayEngine:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         return max(1, int(cpus // max(self.cpus_per_worker, 1e-9)))
 
-    def run(self, factory: WorkerFactory[R], context: Any, users: Sequence[str]) -> EngineReport[R]:
-        """Refresh ``users`` in shards over a pool of actors; results in completion order."""
+    def run(
+        self,
+        factory: WorkerFactory[R],
+        context: Any,
+        users: Sequence[str],
+        on_result: Callable[[R], None] | None = None,
+    ) -> EngineReport[R]:
+        """Refresh ``users`` in shards over a pool of actors; results in completion order (each one
+        also passed to ``on_result`` as it arrives, e.g. for a progress bar)."""
         ray = self._init()
         t0 = time.monotonic()
         report: EngineReport[R] = EngineReport(users=len(users))
@@ -138,8 +145,7 @@ class RayEngine:
             ref = done[0]
             actor, no, part = in_flight.pop(ref)
             try:
-                report.results.append(ray.get(ref))
-                idle.append(actor)
+                result = ray.get(ref)
             except Exception as exc:  # the worker raised, or its actor died
                 attempts[no] = attempts.get(no, 0) + 1
                 dead = isinstance(exc, ray.exceptions.RayActorError)
@@ -150,6 +156,11 @@ class RayEngine:
                     queue.append((no, part))
                 else:
                     report.failed.append(FailedShard(part, f"{type(exc).__name__}: {exc}"))
+            else:
+                report.results.append(result)
+                idle.append(actor)
+                if on_result:
+                    on_result(result)
             submit()
         for no, part in queue:  # every actor died: nothing left to run them
             report.failed.append(FailedShard(part, f"shard {no}: no live worker left"))

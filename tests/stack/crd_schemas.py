@@ -52,6 +52,7 @@ SERVICE_MONITOR = _resource(
                         "path": {"type": "string"},
                         "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                         "scheme": {"enum": ["http", "https"]},
+                        "honorLabels": {"type": "boolean"},
                     },
                     "required": ["port"],
                 },

@@ -54,7 +54,16 @@ def test_profiles(compose):
         "refresh-gpu",
     }
     common = {n for n, v in s.items() if not v.get("profiles")}
-    assert {"redis", "bundle-build", "seed-histories", "retrieval", "demo", "prometheus", "grafana"} <= common
+    assert {
+        "redis",
+        "bundle-build",
+        "seed-histories",
+        "retrieval",
+        "demo",
+        "prometheus",
+        "pushgateway",
+        "grafana",
+    } <= common
 
 
 def test_healthchecks_everywhere(compose):
@@ -132,3 +141,22 @@ def test_bind_mounts_exist(compose):
         build = svc.get("build")
         if build:
             assert (REPO / build["dockerfile"]).is_file()
+
+
+def test_refresh_runs_push_to_the_pushgateway_that_prometheus_scrapes(compose):
+    from interest_service.config import RefreshConfig
+
+    s = compose["services"]
+    gw = s["pushgateway"]
+    assert gw["image"].startswith("prom/pushgateway:v") and "9091:9091" in gw["ports"]
+    store = next(a for a in gw["command"] if a.startswith("--persistence.file="))
+    assert any(store.split("=", 1)[1].startswith(v.split(":")[1] + "/") for v in gw["volumes"])
+    for name in ("refresh-cpu", "refresh-gpu"):
+        url = s[name]["environment"]["SERENDIP_INTEREST__REFRESH__PUSHGATEWAY_URL"]
+        assert url == "http://pushgateway:9091", name
+        assert RefreshConfig(pushgateway_url=url).pushgateway_url == url  # the real config accepts it
+        assert s[name]["depends_on"]["pushgateway"] == {"condition": "service_healthy"}
+    prom = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "pushgateway")
+    # honor_labels: the pushed job="serendip_refresh" label stays (the stale alert selects it)
+    assert job["honor_labels"] is True and job["static_configs"][0]["targets"] == ["pushgateway:9091"]

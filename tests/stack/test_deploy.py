@@ -26,6 +26,7 @@ K8S_VERSION = "1.31.0"
 # Made outside these manifests: the Redis URL (operator/managed Redis; the cpu overlay ships a dev one)
 # and an optional Hugging Face token.
 EXTERNAL = {("Secret", "serendip-redis"), ("Secret", "serendip-hf-token"), ("ConfigMap", "serendip-vllm")}
+PUSHGATEWAY_URL = "http://serendip-pushgateway.serendip.svc.cluster.local:9091"
 
 
 def _key(r: dict[str, Any]) -> tuple[str, str]:
@@ -182,8 +183,26 @@ def test_dashboards_configmap_and_prometheus_rule(rendered):
 
 
 def test_rayjob_runs_the_ray_engine(rendered):
+    import shlex
+
+    import typer
+
+    from serendip.cli import app
+
     job = rendered["ray"][("RayJob", "serendip-refresh")]
-    assert job["spec"]["entrypoint"] == "serendip refresh --engine ray"
+    program, command, *args = shlex.split(job["spec"]["entrypoint"])
+    assert program == "serendip" and command == "refresh"
+    # The real CLI parses the entrypoint (an unknown or misspelt flag raises here).
+    params = typer.main.get_command(app).commands[command].make_context(command, args).params
+    assert params["engine"] == "ray"
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert env["SERENDIP_INTEREST__REFRESH__PUSHGATEWAY_URL"] == PUSHGATEWAY_URL
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    # Shards of one run land on many pods: checkpoints and the description cache must be shared.
+    mounts = {m["name"]: m["mountPath"] for m in workers["containers"][0]["volumeMounts"]}
+    assert mounts["interest-state"] == "/data/interest"
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in workers["volumes"]}
+    assert claims["interest-state"] == "serendip-interest-state"
     images = {
         c["image"]
         for g in [
@@ -193,3 +212,37 @@ def test_rayjob_runs_the_ray_engine(rendered):
         for c in g["template"]["spec"]["containers"]
     }
     assert images == {"ghcr.io/serendip/serendip:cpu-ray-0.1.0"}
+
+
+@pytest.mark.parametrize("target", ["overlays/cpu", "overlays/gpu"])
+def test_refresh_cronjob_pushes_to_the_pushgateway_service(target, rendered):
+    from urllib.parse import urlsplit
+
+    from interest_service.config import RefreshConfig
+
+    res = rendered[target]
+    cj = res[("CronJob", "serendip-refresh")]
+    c = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in c["envFrom"]:
+        if "configMapRef" in source:
+            env.update(res[("ConfigMap", source["configMapRef"]["name"])]["data"])
+    url = env["SERENDIP_INTEREST__REFRESH__PUSHGATEWAY_URL"]
+    assert url == PUSHGATEWAY_URL and RefreshConfig(pushgateway_url=url).pushgateway_url == url
+    # The URL names the Service in this namespace, on a port it exposes, backed by the Deployment.
+    host = urlsplit(url)
+    name, namespace = host.hostname.split(".")[:2]
+    svc = res[("Service", name)]
+    assert namespace == svc["metadata"]["namespace"]
+    port = next(p for p in svc["spec"]["ports"] if p["port"] == host.port)
+    pod = res[("Deployment", name)]["spec"]["template"]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    assert container["image"].startswith("prom/pushgateway:v")
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    store = next(a for a in container["args"] if a.startswith("--persistence.file="))
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert any(store.split("=", 1)[1].startswith(m + "/") for m in mounts)
+    sm = res[("ServiceMonitor", name)]
+    # honorLabels: the pushed job="serendip_refresh" survives (SerendipRefreshStale selects it)
+    assert sm["spec"]["endpoints"][0]["honorLabels"] is True

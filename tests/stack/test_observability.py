@@ -4,6 +4,7 @@ export: the names are checked against the services' own Prometheus registries.""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,8 @@ VLLM = {
     "vllm:e2e_request_latency_seconds_bucket": {"le"},
     "vllm:time_to_first_token_seconds_bucket": {"le"},
 }
+# The Pushgateway's own per-group metrics (prom/pushgateway), labelled with each group's key.
+PUSHGATEWAY = {"push_time_seconds": {"job", "engine"}, "push_failure_time_seconds": {"job", "engine"}}
 
 
 def _names(registry) -> dict[str, set[str]]:
@@ -43,11 +46,18 @@ def exported() -> dict[str, set[str]]:
     from prometheus_client import REGISTRY
 
     import interest_service.metrics  # noqa: F401 - registers its metrics in the default registry
+    from interest_service.pushgateway import RefreshRun, run_registry
     from retrieval_service.metrics import RetrievalMetrics
 
     names = _names(RetrievalMetrics().registry)
-    names.update({k: v for k, v in _names(REGISTRY).items() if k.startswith("serendip_interest_")})
+    ours = ("serendip_interest_", "serendip_refresh_")
+    names.update({k: v for k, v in _names(REGISTRY).items() if k.startswith(ours)})
+    # What a successful refresh run pushes; the gateway adds the grouping key's labels to each series.
+    pushed = _names(run_registry(RefreshRun(engine="local", started_at=0.0, success=True), 1.0))
+    for name, labels in pushed.items():
+        names[name] = names.get(name, set()) | labels | {"job", "engine"}
     names.update(VLLM)
+    names.update(PUSHGATEWAY)
     return names
 
 
@@ -127,7 +137,7 @@ def test_prometheus_rule_equals_compose_alerts():
     rule = yaml.safe_load((REPO / "deploy/k8s/base/monitoring/prometheusrule.yaml").read_text())
     assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    for needed in ("LatencyP99", "ErrorRatio", "StaleRecords", "RefreshFailures"):
+    for needed in ("LatencyP99", "ErrorRatio", "StaleRecords", "RefreshFailures", "RefreshStale"):
         assert any(needed in a for a in alerts), needed
 
 
@@ -139,7 +149,7 @@ def test_prometheus_scrapes_both_services_and_vllm():
     targets = {t for job in cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     assert f"retrieval:{RetrievalConfig().metrics_port}" in targets
     assert f"interest:{ServerConfig().metrics_port}" in targets
-    assert "vllm:8000" in targets
+    assert "vllm:8000" in targets and "pushgateway:9091" in targets
     assert cfg["rule_files"] == ["/etc/prometheus/alerts.yml"]
 
 
@@ -177,3 +187,29 @@ def test_grafana_provisioning_points_at_the_dashboards():
         and ds["datasources"][0]["url"] == "http://prometheus:9090"
     )
     assert Path(REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").is_file()
+
+
+def _cadence_s(schedule: str) -> int:
+    """Interval of a "M */H * * *" cron schedule (the refresh CronJob's form)."""
+    minute, hour, *rest = schedule.split()
+    assert minute.isdigit() and hour.startswith("*/") and rest == ["*", "*", "*"], schedule
+    return int(hour[2:]) * 3600
+
+
+def test_refresh_stale_alert_is_twice_the_cronjob_cadence():
+    cron = yaml.safe_load((REPO / "deploy/k8s/base/refresh-cronjob.yaml").read_text())
+    rule = next(
+        r
+        for g in yaml.safe_load(ALERTS.read_text())["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "SerendipRefreshStale"
+    )
+    age = r"time\(\) - max\(serendip_refresh_last_success_timestamp_seconds\{[^}]*\}\)\s*>\s*(\d+)"
+    threshold = re.search(age, rule["expr"])
+    assert threshold, rule["expr"]
+    assert int(threshold.group(1)) == 2 * _cadence_s(cron["spec"]["schedule"])
+    # Only pushed runs count: an on-demand RefreshUsers call of the interest service (job
+    # serendip-interest) also sets the gauge and must not hide a failing periodic refresh.
+    from interest_service.pushgateway import JOB
+
+    assert rule["expr"].count(f'job="{JOB}"') == 3
