@@ -23,8 +23,10 @@ class RetrievalConfig(BaseModel):
     metrics_port: int | None = Field(9101, ge=0, le=65535)
     # Share of k given to novel-interest items when the request does not say.
     exploration_ratio: float = Field(0.2, ge=0.0, le=1.0)
-    # Clusters probed by the whole-catalog relevance search; None = all (exact, slow on big catalogs).
-    relevance_nprobe: int | None = Field(16, ge=1)
+    # Lists probed by the whole-catalog relevance search (the bundle's relevance index: ~4·√n lists;
+    # for bundles without one, the cluster index's clusters); None = all (exact, slow on big catalogs).
+    # 32 gives recall@10 0.94 against exhaustive search on MovieLens (docs/retrieval.md).
+    relevance_nprobe: int | None = Field(32, ge=1)
     # Novel query = normalise(w * interest embedding + (1 - w) * user embedding), both unit length:
     # the interest picks the region, the user's taste picks among the cluster's items.
     novel_query_weight: float = Field(0.7, ge=0.0, le=1.0)

@@ -19,6 +19,7 @@ from serendip.bundle import Bundle, BundleError, Manifest, load_bundle
 from serendip.bundle import bundle as B
 from serendip.bundle.manifest import MANIFEST_NAME
 from serendip.index.faiss_ivf import FaissClusterIndex
+from serendip.index.relevance import RelevanceIndex
 from serendip.seqmodel import SASRec, encode_users
 
 # Cluster ids mean the same thing in two bundles exactly when these files are byte-identical.
@@ -42,6 +43,9 @@ class ServingBundle:
     bundle: Bundle
     model: SASRec
     index: FaissClusterIndex
+    # Whole-catalog relevance search; None for bundles built before they carried one (the cluster
+    # index then answers it, probing relevance_nprobe of its clusters: slower and less accurate).
+    relevance: RelevanceIndex | None
     item_ids: list[str]
     item_index: dict[str, int]
     titles: list[str]
@@ -169,6 +173,7 @@ def load_serving_bundle(
             bundle=bundle,
             model=model,
             index=index,
+            relevance=bundle.relevance_index,
             item_ids=item_ids,
             item_index={item_id: i for i, item_id in enumerate(item_ids)},
             titles=items["title"].fillna("").astype(str).tolist(),
@@ -189,6 +194,10 @@ def _warm_up(sb: ServingBundle) -> None:
     """One query through every stage: a bundle that loads but cannot answer is refused here."""
     user = encode_users(sb.model, [[0]])
     _, ids = sb.index.search(user, 1, nprobe=None)
+    if sb.relevance is not None:
+        _, rel_ids = sb.relevance.search(user, 1, nprobe=None)
+        if rel_ids[0, 0] < 0:
+            raise BundleError(f"{sb.path}: warm-up query found nothing in the relevance index")
     _, cids = sb.index.search_clusters(user, 1, np.array([[sb.item_clusters[0]]]))
     if not (np.all(np.isfinite(user)) and ids[0, 0] >= 0 and cids[0, 0] >= 0):
         raise BundleError(f"{sb.path}: warm-up query returned no result")

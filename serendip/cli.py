@@ -177,7 +177,10 @@ def _synth_cached(cache: Path, items: int):
 
     root = cache / f"items-{items}"
     try:
-        return load_bundle(root)
+        cached = load_bundle(root)
+        if cached.relevance_index is None:  # made before bundles carried one: rebuild
+            raise FileNotFoundError("relevance.faiss")
+        return cached
     except Exception:
         with RichProgress() as progress:
             synth_bundle(root, items, progress=progress)

@@ -86,6 +86,8 @@ class SeqModelConfig(_Section):
 
 class IndexConfig(_Section):
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    # Inverted lists of the whole-catalog relevance index (index/relevance.py); None = ~4·√n_items.
+    relevance_lists: int | None = Field(None, ge=1)
 
 
 class BundleConfig(_Section):

@@ -16,6 +16,7 @@ from serendip.bundle import bundle as B
 from serendip.config import Settings
 from serendip.data.schema import Dataset
 from serendip.index.faiss_ivf import build_ivf
+from serendip.index.relevance import build_relevance_index
 from serendip.taxonomy.cluster import cluster_means
 
 
@@ -139,6 +140,8 @@ def build_bundle(
     item_emb = model.item_embeddings().detach().numpy().astype(np.float32)
     centroids = cluster_centroids(item_emb, taxonomy.item_clusters, taxonomy.n_clusters)
     index = build_ivf(item_emb, taxonomy.item_clusters, centroids)
+    progress.stage("building relevance index")
+    relevance = build_relevance_index(item_emb, settings.index.relevance_lists)
     popularity = np.bincount(pos["item_idx"].to_numpy(), minlength=dataset.n_items).astype(np.float32)
 
     root = Path(settings.bundle.root)
@@ -157,6 +160,7 @@ def build_bundle(
         import faiss
 
         faiss.write_index(index, str(w.path(B.INDEX)))
+        faiss.write_index(relevance, str(w.path(B.RELEVANCE)))
         w.path(B.EVALUATION).write_text(json.dumps(evaluation, indent=1), encoding="utf-8")
         sizes = np.bincount(taxonomy.item_clusters, minlength=taxonomy.n_clusters)
         timings["total_s"] = time.perf_counter() - t0

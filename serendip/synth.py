@@ -13,6 +13,7 @@ from serendip.bundle import BundleWriter, DatasetInfo, new_bundle_id
 from serendip.bundle import bundle as B
 from serendip.config import SeqModelConfig
 from serendip.index.faiss_ivf import build_ivf
+from serendip.index.relevance import build_relevance_index
 from serendip.pipeline import Progress, cluster_centroids
 from serendip.taxonomy import Cluster, Taxonomy
 
@@ -60,6 +61,8 @@ def synth_bundle(
     _set_item_table(model, emb)
     centroids = cluster_centroids(emb, assign, n_clusters)
     index = build_ivf(emb, assign, centroids)
+    progress.stage("building relevance index")
+    relevance = build_relevance_index(emb, seed=seed)
 
     parents = np.arange(n_clusters) % n_groups
     sizes = np.bincount(assign, minlength=n_clusters)
@@ -122,6 +125,7 @@ def synth_bundle(
         import faiss
 
         faiss.write_index(index, str(w.path(B.INDEX)))
+        faiss.write_index(relevance, str(w.path(B.RELEVANCE)))
         return w.publish(
             dataset=DatasetInfo(
                 name=f"synth{n_items}",

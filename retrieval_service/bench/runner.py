@@ -210,7 +210,8 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
 
 
 def _start_profiler(pid: int, cfg: BenchConfig, console: Console) -> subprocess.Popen[bytes] | None:
-    py_spy = shutil.which("py-spy")
+    # The venv's own bin first: `serendip` is often run by path without activating the venv.
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if not py_spy or cfg.profile_svg is None:
         console.print("[yellow]py-spy not found (pip install py-spy): no profile[/yellow]")
         return None

@@ -8,12 +8,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
 
 from serendip.bundle.manifest import Manifest
 from serendip.bundle.store import BundleError, resolve_bundle_path, verify_bundle
 from serendip.index.faiss_ivf import FaissClusterIndex
+from serendip.index.relevance import RelevanceIndex
 from serendip.taxonomy import Taxonomy
 
 # File names inside a bundle.
@@ -25,6 +27,8 @@ CENTROIDS = "cluster_centroids.npy"  # per cluster, in the sequence model's item
 POPULARITY = "popularity.npy"  # positive engagements per item (cold start, baselines)
 SEQMODEL = "seqmodel.pt"
 INDEX = "index.faiss"
+# Optional (bundles from before it existed lack it): whole-catalog relevance index, see index/relevance.py.
+RELEVANCE = "relevance.faiss"
 EVALUATION = "evaluation.json"
 REQUIRED = (ITEMS, TAXONOMY, ITEM_CLUSTERS, CENTROIDS, POPULARITY, SEQMODEL, INDEX)
 
@@ -88,6 +92,12 @@ class Bundle:
         return FaissClusterIndex.load(self.path / INDEX, device=self.index_device)
 
     @cached_property
+    def relevance_index(self) -> RelevanceIndex | None:
+        if RELEVANCE not in self.manifest.files:
+            return None
+        return RelevanceIndex.load(self.path / RELEVANCE, self.item_embeddings, device=self.index_device)
+
+    @cached_property
     def evaluation(self) -> dict[str, Any]:
         p = self.path / EVALUATION
         return json.loads(p.read_text()) if p.is_file() else {}
@@ -107,6 +117,10 @@ class Bundle:
             problems.append(f"centroids shape {self.centroids.shape} != ({tax.n_clusters}, {self.index.dim})")
         if len(self.popularity) != n:
             problems.append(f"popularity has {len(self.popularity)} entries, catalog has {n}")
+        if RELEVANCE in self.manifest.files:
+            rel = faiss.read_index(str(self.path / RELEVANCE), faiss.IO_FLAG_MMAP)
+            if rel.ntotal != n or rel.d != self.index.dim:
+                problems.append(f"relevance index holds {rel.ntotal}×{rel.d}, catalog {n}×{self.index.dim}")
         if problems:
             raise BundleError(f"{self.path}: inconsistent bundle: " + "; ".join(problems))
 

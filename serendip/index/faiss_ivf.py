@@ -22,6 +22,16 @@ def gpu_available() -> bool:
     return bool(get_num_gpus and get_num_gpus() > 0)
 
 
+def to_device(index: faiss.Index, device: str) -> tuple[faiss.Index, object | None, str]:
+    """(searchable index, GPU resources to keep alive or None, "cpu"|"gpu") for ``index.device``."""
+    if device == "gpu" or (device == "auto" and gpu_available()):
+        if not gpu_available():
+            raise RuntimeError("index.device=gpu but the installed faiss has no usable GPU")
+        resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(resources, 0, index), resources, "gpu"
+    return index, None, "cpu"
+
+
 def build_ivf(embeddings: np.ndarray, assignments: np.ndarray, centroids: np.ndarray) -> faiss.IndexIVFFlat:
     """An inner-product IVF with one inverted list per cluster, filled from ``assignments``."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -56,17 +66,10 @@ class FaissClusterIndex:
         self.n_items = int(index.ntotal)
         self.n_clusters = int(index.nlist)
         self.dim = int(index.d)
-        self.device = "cpu"
         self.max_restricted = max(1, min(max_restricted, self.n_clusters))
         index.nprobe = self.max_restricted
-        self._index: faiss.Index = index
-        if device == "gpu" or (device == "auto" and gpu_available()):
-            if not gpu_available():
-                raise RuntimeError("index.device=gpu but the installed faiss has no usable GPU")
-            self._resources = faiss.StandardGpuResources()
-            self._index = faiss.index_cpu_to_gpu(self._resources, 0, index)
-            self._index.nprobe = self.max_restricted
-            self.device = "gpu"
+        self._index, self._resources, self.device = to_device(index, device)
+        self._index.nprobe = self.max_restricted
         self._list_sizes = np.array(
             [index.invlists.list_size(c) for c in range(self.n_clusters)], dtype=np.int64
         )

@@ -1,11 +1,13 @@
 import json
 import shutil
 
+import faiss
 import numpy as np
 import pytest
 
 from serendip.bundle import BundleError, BundleWriter, DatasetInfo, load_bundle, verify_bundle
 from serendip.bundle.manifest import sha256_file
+from serendip.index.relevance import build_relevance_index
 
 
 def _copy(bundle, tmp_path):
@@ -94,6 +96,31 @@ def test_mismatched_parts_are_refused_even_with_valid_hashes(small_bundle, tmp_p
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="inconsistent bundle: taxonomy covers 3 items"):
         load_bundle(path)
+
+
+def _replace_file(path, name, write):
+    write(path / name)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"][name] = {"sha256": sha256_file(path / name), "bytes": (path / name).stat().st_size}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_relevance_index_of_another_catalog_is_refused(small_bundle, tmp_path):
+    path = _copy(small_bundle, tmp_path)
+    other = np.random.default_rng(0).standard_normal((500, small_bundle.index.dim)).astype(np.float32)
+    _replace_file(path, "relevance.faiss", lambda p: faiss.write_index(build_relevance_index(other), str(p)))
+    with pytest.raises(BundleError, match="relevance index holds 500"):
+        load_bundle(path)
+
+
+def test_relevance_index_covers_the_catalog_in_the_model_space(small_bundle):
+    rel = small_bundle.relevance_index
+    assert rel is not None and rel.n_items == len(small_bundle.items)
+    q = small_bundle.item_embeddings[:5]
+    scores, ids = rel.search(q, 5, nprobe=None)
+    np.testing.assert_allclose(
+        scores, np.einsum("nd,nkd->nk", q, small_bundle.item_embeddings[ids]), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_failed_build_leaves_nothing_and_keeps_current(tmp_path):
