@@ -151,6 +151,7 @@ def refresh(
     run = RefreshRun(engine=engine.value, started_at=time.time())
     try:
         client = _redis(cfg, redis_url)
+        cfg.redis_url = redis_url or cfg.redis_url  # Ray workers connect from the config they are sent
         if seed_histories:
             n = seed(
                 client,

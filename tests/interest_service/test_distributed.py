@@ -93,13 +93,14 @@ def local_ray() -> Iterator[None]:
 
 @pytest.fixture
 def config(tmp_path: Path, redis_server, movielens_path: Path):
-    def write(gateway_url: str | None = None) -> Path:
+    def write(gateway_url: str | None = None, redis_url: bool = True) -> Path:
         path = tmp_path / "serendip.toml"
         push = f'pushgateway_url = "{gateway_url}"' if gateway_url else ""
+        redis = f'url = "{redis_server.url}"' if redis_url else ""
         path.write_text(
             f"""
 [redis]
-url = "{redis_server.url}"
+{redis}
 [data]
 path = "{movielens_path}"
 [interest]
@@ -133,13 +134,13 @@ def _refresh(*args: str):
 
 
 def test_ray_refresh_writes_each_user_once_and_pushes_success(
-    local_ray, seeded, small_bundle, config, gateway
+    local_ray, seeded, small_bundle, config, gateway, redis_server
 ):
-    cfg = config(gateway.url)
+    cfg = config(gateway.url, redis_url=False)  # the workers get --redis-url from the driver
     before = time.time()
     result = _refresh(
-        "-c", str(cfg), "--bundle", str(small_bundle.path), "--engine", "ray",
-        "--users", "1,2,3,4,5,6,3",  # a repeated id must not land in a second shard
+        "-c", str(cfg), "--bundle", str(small_bundle.path), "--redis-url", redis_server.url,
+        "--engine", "ray", "--users", "1,2,3,4,5,6,3",  # a repeated id must not land in a second shard
         "--workers", "2", "--shard-size", "2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -161,8 +162,9 @@ def test_ray_refresh_writes_each_user_once_and_pushes_success(
     assert push.value("serendip_refresh_last_run_duration_seconds") > 0
     # A second run finds every record fresh: nothing is refreshed twice.
     again = _refresh(
-        "-c", str(cfg), "--bundle", str(small_bundle.path), "--engine", "ray", "--shard-size", "4"
-    )
+        "-c", str(cfg), "--bundle", str(small_bundle.path), "--redis-url", redis_server.url,
+        "--engine", "ray", "--shard-size", "4",
+    )  # fmt: skip
     assert again.exit_code == 0, again.output
     assert "selection: skip_fresh" in again.output and "0 users in" in again.output
 
