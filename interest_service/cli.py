@@ -33,6 +33,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("serve-interest")(serve_interest)
     app.command("eval")(eval_cmd)
     bench_app.command("refresh")(bench_refresh_cmd)
+    from interest_service.finetune import cli as finetune_cli
+
+    app.command("sft-data")(finetune_cli.sft_data)
+    app.command("finetune")(finetune_cli.finetune)
 
 
 def _setup(config: Path | None, bundle: Path | None, backend: str | None = None, **interest: object):

@@ -36,6 +36,9 @@ class LocalBackendConfig(_Section):
     # Attend to the static prefix (instructions + taxonomy) once per batch instead of copying its
     # KV cache into every row; text-only models only (VLM prompts start with per-user images).
     shared_prefix: bool = True
+    # A LoRA adapter from `serendip finetune`, merged into the weights at load (decode speed
+    # unchanged); records then carry the model id with the adapter's name as a suffix.
+    adapter_path: Path | None = None
 
 
 class OpenAIBackendConfig(_Section):
@@ -127,6 +130,33 @@ class RefreshConfig(_Section):
         return url.rstrip("/")
 
 
+class FinetuneConfig(_Section):
+    """`serendip sft-data` (example curation) and `serendip finetune` (LoRA training)."""
+
+    # Curation: a balanced sample of novel transitions, so popular clusters do not dominate.
+    max_per_cluster: int = Field(24, ge=1)  # examples whose target is the same cluster
+    max_per_user: int = Field(6, ge=1)
+    min_context: int = Field(3, ge=1)  # positives a user needs before a transition is used
+    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # users kept out of training (for the check)
+    seed: int = 7
+    # LoRA on every attention and MLP projection of the local model.
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    batch_size: int = Field(16, ge=1)  # examples per optimizer step (they share one prefix pass)
+    micro_batch: int = Field(4, ge=1)  # examples per forward/backward (bounds activation memory)
+    max_examples: int | None = Field(None, ge=1)  # train on at most this many (seeded sample)
+    loss_examples: int = Field(64, ge=0)  # held-out examples whose loss is reported before/after
+    # Back-propagate through the shared prefix (instructions + taxonomy) too: the exact gradient, but
+    # the prefix pass's graph costs several GB of memory; false = the prefix is a per-step constant.
+    prefix_grad: bool = False
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     grpc_port: int = Field(50052, ge=0, le=65535)
@@ -143,6 +173,7 @@ class InterestConfig(_Section):
     record: RecordConfig = RecordConfig()
     refresh: RefreshConfig = RefreshConfig()
     server: ServerConfig = ServerConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     # Copied from the core sections by from_settings (not set in [interest]).
     redis_prefix: str = "serendip:v1"
     redis_url: str | None = None

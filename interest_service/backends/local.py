@@ -104,6 +104,11 @@ class LocalBackend:
             self.processor = None
             self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+        if cfg.adapter_path is not None:  # a `serendip finetune` LoRA, merged: decoding speed unchanged
+            from interest_service.finetune.adapter import merge_adapter
+
+            self.model, suffix = merge_adapter(self.model, Path(cfg.adapter_path))
+            self.model_id += suffix
         self.model.eval()
         if cfg.quantize == "int8" and not self.is_vlm:
             self.model = _quantize_int8(self.model)
