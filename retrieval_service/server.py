@@ -91,7 +91,14 @@ class RetrievalServer:
 
         server = grpc.aio.server(
             interceptors=[GrpcMetricsInterceptor(self.metrics)],
-            options=[("grpc.so_reuseport", 0)],  # a second instance on the same port must fail loudly
+            options=[
+                ("grpc.so_reuseport", 0),  # a second instance on the same port must fail loudly
+                # Clients balance over pods when they (re)connect: ending every connection after a
+                # while (GOAWAY, in-flight calls finish within the grace) makes long-lived clients
+                # re-resolve the headless Service and spread onto pods that scaled out since.
+                ("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(cfg.max_connection_age_grace_s * 1000)),
+            ],
         )
         pb_grpc.add_RetrievalServiceServicer_to_server(RetrievalServicer(self.batcher, cfg), server)
         pb_grpc.add_RetrievalAdminServiceServicer_to_server(AdminServicer(self.reloader, self.holder), server)

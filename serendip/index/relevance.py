@@ -47,7 +47,7 @@ def build_relevance_index(
     quantizer = faiss.IndexFlatIP(dim)
     # One 4-bit sub-quantizer per dimension, on residuals from the list centroid: two dimensions per
     # code scan ~20 % faster but lose neighbours in dense regions (exhaustive recall@10 after
-    # rescoring 4×k: 0.78 vs 0.976 on tests/index/test_relevance.py's clustered items).
+    # rescoring 4×k: 0.78 vs 0.976 on tests/index/test_relevance.py's clustered items; 2×k: 0.91).
     index = faiss.IndexIVFPQFastScan(quantizer, dim, n_lists, dim, 4, faiss.METRIC_INNER_PRODUCT)
     index.by_residual = True
     index.cp.seed = seed
@@ -67,7 +67,7 @@ class RelevanceIndex:
         index: faiss.IndexIVFPQFastScan,
         item_vectors: np.ndarray,
         device: str = "cpu",
-        refine: int = 4,
+        refine: int = 2,
     ) -> None:
         if index.ntotal != len(item_vectors) or index.d != item_vectors.shape[1]:
             raise ValueError(
@@ -94,21 +94,26 @@ class RelevanceIndex:
 
     @classmethod
     def load(
-        cls, path: Path, item_vectors: np.ndarray, device: str = "cpu", refine: int = 4
+        cls, path: Path, item_vectors: np.ndarray, device: str = "cpu", refine: int = 2
     ) -> RelevanceIndex:
         index = faiss.read_index(str(path))  # already the concrete type (and owns its memory)
         if not isinstance(index, faiss.IndexIVFPQFastScan):
             raise ValueError(f"{path}: not an IVF-PQ fast-scan index ({type(index).__name__})")
         return cls(index, item_vectors, device, refine)
 
-    def search(self, xq: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) [n, k], best first; ids -1 (score -inf) pad when fewer items are reachable."""
+    def search(
+        self, xq: np.ndarray, k: int, nprobe: int | None = None, refine: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) [n, k], best first; ids -1 (score -inf) pad when fewer items are reachable.
+
+        ``refine``: shortlist = refine × k candidates rescored exactly (default: the index's).
+        """
         xq = np.ascontiguousarray(xq, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(int(k), self.n_items))
         if self._gpu_flat is not None:
             return self._gpu_flat.search(xq, k)
         probe = self.n_lists if nprobe is None else max(1, min(int(nprobe), self.n_lists))
-        shortlist = min(self.n_items, k * self.refine)
+        shortlist = min(self.n_items, k * max(1, refine or self.refine))
         _, cand = self._index.search(xq, shortlist, params=faiss.SearchParametersIVF(nprobe=probe))
         # Exact rescoring of the shortlist against the float table (padding -1 → -inf).
         valid = cand >= 0

@@ -41,7 +41,10 @@ def test_probing_every_list_recovers_the_exhaustive_top_k(items, index):
     _, ids = index.search(q, 10, nprobe=None)
     exact = _exact_top(items, q, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), exact.tolist(), strict=True)])
-    assert recall >= 0.95  # only the 4-bit codes' shortlist (refine × k) can lose an item
+    assert recall >= 0.9  # only the 4-bit codes' shortlist (refine × k) can lose an item
+    _, ids = index.search(q, 10, nprobe=None, refine=8)
+    wide = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), exact.tolist(), strict=True)])
+    assert wide > recall and wide >= 0.98  # a longer shortlist buys the rest back
 
 
 def test_more_probes_trade_time_for_recall(items, index):

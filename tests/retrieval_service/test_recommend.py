@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from serendip.api.retrieval.v1 import retrieval_pb2 as pb
+from serendip.api.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from serendip.store import record_key
-from tests.retrieval_service.conftest import PREFIX, put_record, sources, unexplored_clusters
+from tests.retrieval_service.conftest import (
+    PREFIX,
+    ServerThread,
+    make_settings,
+    put_record,
+    sources,
+    unexplored_clusters,
+)
 
 NOVEL = pb.ITEM_SOURCE_NOVEL_INTEREST
 RELEVANCE = pb.ITEM_SOURCE_RELEVANCE
@@ -207,9 +216,19 @@ def test_batch_answers_in_request_order(stub, seeded, serving_bundle, histories,
     assert sources(batch.responses[1]) == [COLD] * 3
 
 
-def test_small_catalog_fills_from_cold_start_when_relevance_runs_short(stub, seeded, serving_bundle, user):
-    """k=500 with nprobe=16 of 40 clusters probes fewer than 500 items: the rest is cold start."""
-    resp = stub.Recommend(pb.RecommendRequest(user_id=user, k=500, exploration_ratio=0.0))
+def test_small_catalog_fills_from_cold_start_when_relevance_runs_short(
+    redis_server, seeded, small_bundle, serving_bundle, user
+):
+    """k=500 with one probed list (of ~30, ~40 items each) finds < 500 items: the rest is cold start."""
+    settings = make_settings(redis_server.url, small_bundle.path, relevance_nprobe=1)
+    server = ServerThread(settings, serving_bundle).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            resp = pb_grpc.RetrievalServiceStub(channel).Recommend(
+                pb.RecommendRequest(user_id=user, k=500, exploration_ratio=0.0)
+            )
+    finally:
+        server.stop()
     assert len(resp.items) == 500
     assert {RELEVANCE, COLD} == set(sources(resp))
     ids = [item.item_id for item in resp.items]
