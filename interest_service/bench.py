@@ -2,10 +2,13 @@
 
 All modes use the same model instance, the same users and the same prompts:
 
-* **batched**: ``local.batch_size`` users per forward pass, the static prefix encoded once and
-  attended to by every row (``shared_prefix.py``), item descriptions from the cache;
+* **batched**: up to ``local.batch_size`` users in flight (continuous batching: a finished row is
+  replaced by the next user), the static prefix encoded once and attended to by every row
+  (``shared_prefix.py``), grammar-forced text appended without sampling steps (jump-forward,
+  ``decode.py``; off with ``local.jump_forward = false``), item descriptions from the cache;
 * **naive**: one user at a time, the full prompt (prefix included) encoded for every user, through
-  ``model.generate`` — what a straightforward implementation does;
+  ``model.generate`` with transformers' own attention (sdpa) and the same grammar as a logits
+  processor, one token per step — what a straightforward implementation does;
 * **inline**: batched, but step 1 (describing the items) inside every user's answer instead of the
   per-item cache — what the description cache saves.
 
@@ -19,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from interest_service.answer import AnswerError, parse_proposal
+from interest_service.backends.decode import DecodeStats
 from interest_service.backends.local import LocalBackend
 from interest_service.catalog import Catalog, UserContext
 from interest_service.config import InterestConfig
@@ -91,6 +95,22 @@ def _run(backend: LocalBackend, builder: PromptBuilder, users: list[UserContext]
     return ModeResult(len(users), seconds, sum(r.completion_tokens for r in results), valid)
 
 
+def _run_naive(backend: LocalBackend, builder: PromptBuilder, users: list[UserContext]) -> ModeResult:
+    """One user per ``model.generate`` call on the full prompt, transformers' own attention (sdpa)."""
+    shared, bs, attn = (
+        backend.use_shared_prefix,
+        backend.cfg.batch_size,
+        backend.model.config._attn_implementation,
+    )
+    backend.use_shared_prefix, backend.cfg.batch_size = False, 1
+    backend.model.set_attn_implementation("sdpa")
+    try:
+        return _run(backend, builder, users)
+    finally:
+        backend.use_shared_prefix, backend.cfg.batch_size = shared, bs
+        backend.model.set_attn_implementation(attn)
+
+
 def bench_refresh(
     bundle: Bundle,
     cfg: InterestConfig,
@@ -121,15 +141,12 @@ def bench_refresh(
     describe_s = time.perf_counter() - t0
 
     progress.stage(f"batched + shared prefix ({len(users)} users)")
+    backend.decode_stats = DecodeStats()
     batched = _run(backend, builder, users)
+    batched_stats = asdict(backend.decode_stats)
 
     progress.stage(f"naive one-at-a-time ({naive_users} users)")
-    shared, bs = backend.use_shared_prefix, backend.cfg.batch_size
-    backend.use_shared_prefix, backend.cfg.batch_size = False, 1
-    try:
-        naive = _run(backend, builder, users[:naive_users])
-    finally:
-        backend.use_shared_prefix, backend.cfg.batch_size = shared, bs
+    naive = _run_naive(backend, builder, users[:naive_users])
 
     inline = None
     if inline_users and cfg.prompt.describe == "cached":
@@ -155,4 +172,5 @@ def bench_refresh(
         batched=batched,
         naive=naive,
         inline=inline,
+        extra={"batched_decode": batched_stats, "jump_forward": cfg.local.jump_forward},
     )

@@ -36,6 +36,9 @@ class LocalBackendConfig(_Section):
     # Attend to the static prefix (instructions + taxonomy) once per batch instead of copying its
     # KV cache into every row; text-only models only (VLM prompts start with per-user images).
     shared_prefix: bool = True
+    # Shared-prefix path: text the grammar forces (JSON keys, the rest of a label once its prefix is
+    # unique) is appended as canonical tokens in the next forward pass, with no sampling step.
+    jump_forward: bool = True
     # A LoRA adapter from `serendip finetune`, merged into the weights at load (decode speed
     # unchanged); records then carry the model id with the adapter's name as a suffix.
     adapter_path: Path | None = None

@@ -28,7 +28,7 @@ class GrammarFactory:
     """Compiles JSON schemas for one tokenizer (compiled grammars are cached by xgrammar)."""
 
     def __init__(self, tokenizer: Any, vocab_size: int):
-        xgr = _xgr()
+        self.xgr = xgr = _xgr()
         self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
         self.compiler = xgr.GrammarCompiler(self.info, max_threads=1)
         self.vocab_size = vocab_size

@@ -5,7 +5,8 @@ Two decoding paths, one constraint:
 * **shared-prefix** (text-only models, the default SmolLM2 GGUF): the static prefix (chat header +
   instructions + taxonomy) is run through the model once and its keys/values are attended to by
   every row of every batch (``shared_prefix.py``); each row only prefills its own user suffix.
-  Finished rows leave the batch, so a long answer does not hold the others.
+  Continuous batching (finished rows are replaced by queued requests) and jump-forward over
+  grammar-forced text (``decode.py``).
 * **plain** (vision-language models through AutoProcessor, or ``shared_prefix = false``): full
   prompts, left-padded, ``model.generate`` with the grammar as a logits processor. VLM prompts
   carry per-user images, so there is no static prefix to share.
@@ -29,6 +30,7 @@ from interest_service import metrics
 from interest_service.backends import shared_prefix
 from interest_service.backends.base import BackendError, GenRequest, GenResult, Part
 from interest_service.backends.constrained import BatchMask, GrammarFactory
+from interest_service.backends.decode import DecodeStats, PrefixDecoder
 from interest_service.config import LocalBackendConfig
 
 log = logging.getLogger(__name__)
@@ -126,33 +128,38 @@ class LocalBackend:
         self._prefixes: OrderedDict[str, tuple[list[tuple[torch.Tensor, torch.Tensor]], int]] = OrderedDict()
         self._lock = threading.Lock()  # one generation at a time: the model is not re-entrant
         self.prefix_encodes = 0  # how often a static prefix was actually computed (tests, bench)
+        self.decode_stats = DecodeStats()  # shared-prefix decoding, summed over calls (tests, bench)
 
     # -- protocol -------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        results: dict[int, GenResult] = {}
-        order = list(range(len(requests)))
-        # Same static prefix together (proposals vs item descriptions), then fixed-size batches.
-        order.sort(key=lambda i: requests[i].system)
+        results: list[GenResult | None] = [None] * len(requests)
+        # Same static prefix together (proposals vs item descriptions).
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.system, []).append(i)
         bs = self.cfg.batch_size
         with self._lock, torch.inference_mode():
-            for start in range(0, len(order), bs):
-                chunk = order[start : start + bs]
-                batch = [requests[i] for i in chunk]
-                t0 = time.perf_counter()
-                try:
-                    if self.use_shared_prefix and len({r.system for r in batch}) == 1:
-                        outs = self._generate_shared(batch)
-                    else:
-                        outs = self._generate_plain(batch)
-                except Exception as exc:  # a broken batch fails its users, not the refresh
-                    log.exception("local generation failed")
-                    metrics.BACKEND_ERRORS.labels(kind=type(exc).__name__).inc()
-                    outs = [GenResult(r.key, None, error=f"{type(exc).__name__}: {exc}") for r in batch]
-                elapsed = time.perf_counter() - t0
-                metrics.observe_batch(elapsed, sum(o.completion_tokens for o in outs))
-                for i, out in zip(chunk, outs, strict=True):
-                    results[i] = out
-        return [results[i] for i in range(len(requests))]
+            for idxs in groups.values():
+                if self.use_shared_prefix:  # one continuous batch of at most batch_size rows
+                    chunks = [idxs]
+                else:
+                    chunks = [idxs[start : start + bs] for start in range(0, len(idxs), bs)]
+                for chunk in chunks:
+                    batch = [requests[i] for i in chunk]
+                    for i, out in zip(chunk, self._run_batch(batch), strict=True):
+                        results[i] = out
+        return [r for r in results if r is not None]
+
+    def _run_batch(self, batch: list[GenRequest]) -> list[GenResult]:
+        t0 = time.perf_counter()
+        try:
+            outs = self._generate_shared(batch) if self.use_shared_prefix else self._generate_plain(batch)
+        except Exception as exc:  # a broken batch fails its users, not the refresh
+            log.exception("local generation failed")
+            metrics.BACKEND_ERRORS.labels(kind=type(exc).__name__).inc()
+            outs = [GenResult(r.key, None, error=f"{type(exc).__name__}: {exc}") for r in batch]
+        metrics.observe_batch(time.perf_counter() - t0, sum(o.completion_tokens for o in outs))
+        return outs
 
     def close(self) -> None:
         self._prefixes.clear()
@@ -192,71 +199,24 @@ class LocalBackend:
         return kv, ids.shape[1]
 
     def _generate_shared(self, batch: list[GenRequest]) -> list[GenResult]:
-        from transformers import DynamicCache
-
         prefix, after = self._split_template(batch[0].system)
         kv, p_len = self._prefix_kv(prefix)
         texts = [self._user_text(r.parts) + after for r in batch]
-        enc = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        ids, mask = enc.input_ids, enc.attention_mask
-        # Positions continue after the prefix; left padding does not advance them.
-        pos = (p_len + mask.cumsum(-1) - 1).clamp(min=p_len)
+        suffixes = self.tokenizer(texts, add_special_tokens=False).input_ids
         matchers = self.grammar.matchers([r.schema for r in batch])
-        masker = BatchMask(self.grammar, len(batch))
-        n = len(batch)
-        out_tokens: list[list[int]] = [[] for _ in range(n)]
-        active = list(range(n))  # original row index of each live row
-        cache = DynamicCache()
-        with shared_prefix.using_prefix(kv):
-            logits = (
-                self.model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=pos,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **{self._cache_kw: cache},
-                )
-                .logits[:, -1, :]
-                .float()
-            )
-            last_pos = pos[:, -1:]
-            while True:
-                live = [matchers[r] for r in active]
-                logits = masker.apply(logits, live)
-                nxt = logits.argmax(-1)
-                keep: list[int] = []
-                for j, r in enumerate(active):
-                    tok = int(nxt[j])
-                    m = matchers[r]
-                    accepted = m.accept_token(tok)  # a stop token is accepted once the JSON is complete
-                    if accepted and tok not in self.grammar.stop_ids:
-                        out_tokens[r].append(tok)
-                    m_done = not accepted or m.is_terminated()
-                    if not m_done and len(out_tokens[r]) < batch[r].max_tokens:
-                        keep.append(j)
-                if not keep:
-                    break
-                if len(keep) < len(active):  # finished rows leave the batch (and the cache)
-                    sel = torch.tensor(keep)
-                    cache.batch_select_indices(sel)
-                    mask, last_pos, nxt = mask[sel], last_pos[sel], nxt[sel]
-                    active = [active[j] for j in keep]
-                mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
-                last_pos = last_pos + 1
-                logits = (
-                    self.model(
-                        input_ids=nxt[:, None],
-                        attention_mask=mask,
-                        position_ids=last_pos,
-                        use_cache=True,
-                        **{self._cache_kw: cache},
-                    )
-                    .logits[:, -1, :]
-                    .float()
-                )
-        prompt_tokens = [int(mask_row) + p_len for mask_row in enc.attention_mask.sum(-1)]
-        return [self._result(r, out_tokens[i], matchers[i], prompt_tokens[i]) for i, r in enumerate(batch)]
+        decoder = PrefixDecoder(
+            self.model,
+            self.tokenizer,
+            self.grammar,
+            self._cache_kw,
+            max_rows=self.cfg.batch_size,
+            jump_forward=self.cfg.jump_forward,
+        )
+        tokens, stats = decoder.run(suffixes, matchers, [r.max_tokens for r in batch], kv, p_len)
+        self.decode_stats.add(stats)
+        return [
+            self._result(r, tokens[i], matchers[i], p_len + len(suffixes[i])) for i, r in enumerate(batch)
+        ]
 
     def _result(self, req: GenRequest, tokens: list[int], matcher: Any, prompt_tokens: int) -> GenResult:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 ATTN_NAME = "serendip_shared_prefix"
+# From this many queries per row on (a prefill), the prefix is copied per row for a fused kernel.
+SDPA_MIN_QUERIES = 16
 
 # Per-layer (keys, values) of the current shared prefix, each [1, kv_heads, P, head_dim], post-RoPE.
 _PREFIX: contextvars.ContextVar[Sequence[tuple[torch.Tensor, torch.Tensor]] | None] = contextvars.ContextVar(
@@ -37,6 +39,15 @@ def shared_prefix_attention(
 ) -> tuple[torch.Tensor, None]:
     b, h, q, d = query.shape
     hkv = key.shape[1]
+    prefix = _PREFIX.get()
+    if attention_mask is not None and q >= SDPA_MIN_QUERIES:
+        if prefix is None:  # encoding the prefix itself: plain causal attention, fused
+            mask = attention_mask[:, :, -q:, -key.shape[2] :].to(query.dtype)
+            out = torch.nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True
+            )
+            return out.transpose(1, 2).contiguous(), None
+        return _prefill_attention(module, query, key, value, attention_mask, scaling, prefix), None
     g = h // hkv
     # Group the query heads by their kv head instead of repeating K/V (GQA): [B, Hkv, g*q, D].
     qg = query.reshape(b, hkv, g * q, d)
@@ -45,7 +56,6 @@ def shared_prefix_attention(
         s = key.shape[2]
         mask = attention_mask[:, :, -q:, -s:]  # [B, 1, q, s]
         scores = (scores.view(b, hkv, g, q, s) + mask.unsqueeze(2)).view(b, hkv, g * q, s)
-    prefix = _PREFIX.get()
     if prefix is None:  # computing the prefix itself, or a model used without one
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         out = torch.matmul(weights, value)
@@ -64,6 +74,32 @@ def shared_prefix_attention(
         out = out_p + torch.matmul(weights[..., p_len:], value)
     out = out.reshape(b, h, q, d).transpose(1, 2).contiguous()  # [B, q, H, D]
     return out, None
+
+
+def _prefill_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    scaling: float,
+    prefix: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """Many queries per row (prefill): copy the prefix into each row and use fused attention.
+
+    The copy is B x prefix per layer, once for the whole suffix, and the fused kernel never
+    materialises the [B, H, q, prefix + s] score tensor that dominates a long prefill otherwise.
+    """
+    b, _, q, _ = query.shape
+    pk, pv = prefix[module.layer_idx]  # type: ignore[index]
+    keys = torch.cat([pk.expand(b, -1, -1, -1), key], dim=2)
+    values = torch.cat([pv.expand(b, -1, -1, -1), value], dim=2)
+    mask = attention_mask[:, :, -q:, -key.shape[2] :]
+    mask = torch.nn.functional.pad(mask, (pk.shape[2], 0))  # the prefix is visible to every query
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, keys, values, attn_mask=mask.to(query.dtype), scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous()  # [B, q, H, D]
 
 
 def register() -> str:

@@ -1,12 +1,19 @@
 """Shared-prefix attention equals plain attention over prefix + suffix (tiny random Llama)."""
 
+import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from interest_service.backends import shared_prefix
 
 
-def test_matches_full_forward_with_left_padding():
+@pytest.mark.parametrize(
+    "lengths",
+    [(7, 4), (24, 17)],
+    ids=["short-suffixes", "prefill-path"],  # >= SDPA_MIN_QUERIES queries: the fused prefill path
+)
+def test_matches_full_forward_with_left_padding(lengths):
+    assert max(lengths) >= shared_prefix.SDPA_MIN_QUERIES or max(lengths) < 8
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=97,
@@ -20,17 +27,20 @@ def test_matches_full_forward_with_left_padding():
     model = LlamaForCausalLM(cfg).eval()
     model.set_attn_implementation(shared_prefix.register())
     prefix = torch.randint(3, 97, (1, 20))
-    suffixes = [torch.randint(3, 97, (7,)), torch.randint(3, 97, (4,))]
+    suffixes = [torch.randint(3, 97, (n,)) for n in lengths]
+    w = max(lengths)
     with torch.inference_mode():
+        model.set_attn_implementation("eager")  # the reference: transformers' own attention
         ref = [model(torch.cat([prefix[0], s])[None]).logits[0, -1] for s in suffixes]
+        model.set_attn_implementation(shared_prefix.ATTN_NAME)
         cache = DynamicCache()
         model(prefix, cache=cache, use_cache=True)
         kv = [(layer.keys, layer.values) for layer in cache.layers]
-        ids = torch.zeros(2, 7, dtype=torch.long)
-        mask = torch.zeros(2, 7, dtype=torch.long)
+        ids = torch.zeros(2, w, dtype=torch.long)
+        mask = torch.zeros(2, w, dtype=torch.long)
         for row, s in enumerate(suffixes):  # left padding
-            ids[row, 7 - len(s) :] = s
-            mask[row, 7 - len(s) :] = 1
+            ids[row, w - len(s) :] = s
+            mask[row, w - len(s) :] = 1
         pos = (20 + mask.cumsum(-1) - 1).clamp(min=20)
         with shared_prefix.using_prefix(kv):
             rows = DynamicCache()
@@ -44,4 +54,6 @@ def test_matches_full_forward_with_left_padding():
         for row, s in enumerate(suffixes):
             torch.testing.assert_close(out[row], ref[row], atol=1e-4, rtol=1e-4)
             full = torch.cat([prefix[0], s, nxt[row : row + 1]])[None]
+            model.set_attn_implementation("eager")
             torch.testing.assert_close(step[row], model(full).logits[0, -1], atol=1e-4, rtol=1e-4)
+            model.set_attn_implementation(shared_prefix.ATTN_NAME)
