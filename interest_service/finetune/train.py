@@ -162,8 +162,16 @@ class PrefixTrainer:
             (loss / n_tokens).backward()
             total += float(loss.detach())
         if self.prefix_grad:  # the prefix's share of the gradient, in one pass
-            outs = [t for pair in kv for t in pair]
-            torch.autograd.backward(outs, [t.grad for pair in leaves for t in pair])
+            # Keys/values no adapter weight reaches (e.g. layer 0's keys without a k_proj LoRA) have no graph.
+            pairs = [
+                (out, leaf.grad)
+                for out, leaf in zip(
+                    [t for pair in kv for t in pair], [t for pair in leaves for t in pair], strict=True
+                )
+                if out.requires_grad and leaf.grad is not None
+            ]
+            if pairs:
+                torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         return total / n_tokens
 
     @torch.no_grad()
