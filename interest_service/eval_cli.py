@@ -56,21 +56,15 @@ def eval_cmd(
     from interest_service.evaluation import TransitionProposer
     from serendip.cli import settings_from
     from serendip.cli_progress import RichProgress
-    from serendip.config import Settings
     from serendip.data import DataError, load_dataset
     from serendip.eval.proposers import PopularNewCluster, RandomNewCluster
     from serendip.eval.report import headline_table, targets_table, write_report
     from serendip.eval.runner import EvalOptions, prepare, run_evaluation
 
-    settings = settings_from(config)
-    if data is not None:
-        settings.data.path = data
-    if adapter is not None:
-        settings.data.adapter = adapter  # type: ignore[assignment]
+    settings = settings_from(config, data=data, adapter=adapter)
     if epochs is not None:
-        settings.seqmodel.epochs = epochs
+        settings.seqmodel.epochs = epochs  # typer already enforces >= 1, as the config does
     try:
-        settings = Settings.model_validate(settings.model_dump())
         cfg = InterestConfig.from_settings(settings)
         if describe is not None:
             cfg = InterestConfig.model_validate(

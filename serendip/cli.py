@@ -25,9 +25,17 @@ ConfigOpt = Annotated[
 ]
 
 
-def settings_from(config: Path | None) -> Settings:
+def settings_from(config: Path | None, *, data: Path | None = None, adapter: str | None = None) -> Settings:
+    """The configuration tree, with the dataset options commands share (--data, --adapter) applied
+    and validated like the rest; a bad file or value exits 2 with the message."""
     try:
-        return load_settings(config)
+        settings = load_settings(config)
+        if data is None and adapter is None:
+            return settings
+        overrides = {"path": data, "adapter": adapter}
+        dumped = settings.model_dump()
+        dumped["data"].update({k: v for k, v in overrides.items() if v is not None})
+        return Settings.model_validate(dumped)
     except Exception as exc:  # pydantic's ValidationError and a missing file alike
         console.print(f"[red]invalid configuration:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -46,14 +54,9 @@ def build(
     from serendip.data import DataError, load_dataset
     from serendip.pipeline import build_bundle
 
-    settings = settings_from(config)
-    if data is not None:
-        settings.data.path = data
-    if adapter is not None:
-        settings.data.adapter = adapter  # type: ignore[assignment]
+    settings = settings_from(config, data=data, adapter=adapter)
     if out is not None:
         settings.bundle.root = out
-    settings = Settings.model_validate(settings.model_dump())
     try:
         dataset = load_dataset(settings.data.adapter, settings.data.path)
     except (DataError, FileNotFoundError) as exc:
@@ -171,6 +174,7 @@ def bench_index_cmd(
 
 def _synth_cached(cache: Path, items: int):
     """Reuse a synthetic bundle of this size when one exists; make it otherwise."""
+    from serendip.bundle import bundle as B
     from serendip.bundle import load_bundle
     from serendip.cli_progress import RichProgress
     from serendip.synth import synth_bundle
@@ -178,13 +182,14 @@ def _synth_cached(cache: Path, items: int):
     root = cache / f"items-{items}"
     try:
         cached = load_bundle(root)
-        if cached.relevance_index is None:  # made before bundles carried one: rebuild
-            raise FileNotFoundError("relevance.faiss")
-        return cached
     except Exception:
-        with RichProgress() as progress:
-            synth_bundle(root, items, progress=progress)
-        return load_bundle(root)
+        cached = None
+    # One made before bundles carried a relevance index is rebuilt too.
+    if cached is not None and B.RELEVANCE in cached.manifest.files:
+        return cached
+    with RichProgress() as progress:
+        synth_bundle(root, items, progress=progress)
+    return load_bundle(root)
 
 
 def _register_stack() -> None:
