@@ -10,32 +10,19 @@ import pandas as pd
 import pytest
 
 from serendip.eval.runner import EvalOptions, prepare
+from tests.tiny_llama import save_tiny_llama
 
 pytestmark = pytest.mark.slow
 
 
 def _tiny_llama(folder: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from interest_service.backends.local import default_gguf
 
     gguf_dir, gguf = default_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(folder, tokenizer, layers=1, heads=2, kv_heads=1)
 
 
 @pytest.fixture(scope="module")

@@ -16,32 +16,20 @@ from interest_service.finetune.data import curate, write_sft
 from interest_service.finetune.train import train_lora
 from serendip.data import load_dataset
 from serendip.eval.split import split_history_future
+from tests.tiny_llama import save_tiny_llama
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(smollm2, tmp_path_factory):
     """A 2-layer random Llama with SmolLM2's tokenizer and chat template, saved as a local checkpoint."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama")
     tok = smollm2.tokenizer
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama"),
+        tok,
         initializer_range=0.5,  # large enough logits that a LoRA on a 32-wide model can move them
-        tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache
 
 from interest_service.answer import parse_proposal
 from interest_service.backends.constrained import BatchMask
@@ -15,6 +15,7 @@ from interest_service.backends.decode import jump_forward_string
 from interest_service.backends.local import LocalBackend
 from interest_service.config import LocalBackendConfig
 from interest_service.prompt import PromptBuilder
+from tests.tiny_llama import save_tiny_llama
 
 from .conftest import users_of
 
@@ -73,21 +74,12 @@ def test_static_prefix_is_encoded_once_across_calls(smollm2, small_bundle, catal
 @pytest.fixture(scope="module")
 def tiny_llama(smollm2, tmp_path_factory):
     """A tiny random Llama with SmolLM2's real tokenizer, float32: fast, and exact enough to compare."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    cfg = LlamaConfig(
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama"),
+        smollm2.tokenizer,
         vocab_size=smollm2.grammar.vocab_size,
         hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
     )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    smollm2.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _reference(backend, req, jump_forward: bool) -> list[int]:
