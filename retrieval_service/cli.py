@@ -155,6 +155,9 @@ def bench_retrieval(
     cache: Annotated[Path, typer.Option(help="Where synthetic bundles are kept.")] = Path("artifacts/synth"),
     report: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
     nprobe: Annotated[int | None, typer.Option(help="Service's relevance_nprobe (default: config).")] = None,
+    channels: Annotated[
+        int, typer.Option(min=1, help="Connections the load generator opens (clients share them).")
+    ] = 1,
 ) -> None:
     """Real service and Redis, closed-loop load from another process, vs an empty grpc.aio handler."""
     from retrieval_service.bench.runner import BenchConfig, print_report, run_bench
@@ -170,6 +173,7 @@ def bench_retrieval(
         profile_svg=profile,
         cache=cache,
         nprobe=nprobe,
+        channels=channels,
     )
     result = run_bench(cfg, console)
     print_report(result, console)

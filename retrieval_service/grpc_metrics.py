@@ -24,6 +24,9 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         # Per method: the bound started/latency children and a code → handled-child cache, so a call
         # does no label lookups.
         self._bound: dict[str, tuple[Any, Any, dict[grpc.StatusCode, Any], tuple[str, str]]] = {}
+        # Per method: (the service's handler, our wrapper). The server hands back the same handler
+        # object for a method on every call, so the wrapper is built once, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -33,7 +36,16 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        bound = self._bind(handler_call_details.method)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        bound = self._bind(method)
         inner = handler.unary_unary
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -11,7 +11,6 @@ socket I/O release the GIL, so the loop keeps accepting and answering calls mean
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,11 @@ def limit_faiss_threads(threads: int) -> None:
     # FAISS uses a per-query loop instead of one BLAS call (default 20 — our micro-batches are
     # ~1-32): at 4,000 lists and 16 queries BLAS is ~3× faster. Process-wide, set once here.
     faiss.cvar.distance_compute_blas_threshold = 1
+
+
+# Relevance searches ask for k + this many candidates, not k + every blocked item (see
+# _search_relevance): most users' top results hold only a few of their history items.
+RELEVANCE_BLOCKED_MARGIN = 16
 
 
 class BundleHolder:
@@ -140,15 +144,18 @@ class Recommender:
         self.metrics.stage["search"].observe(t2 - t1)
 
         cold = sb.cold_start
-        out = []
+        lists = []
         for n, u in enumerate(users):
             if u.embedding_row >= 0:
                 primary, source = relevance[u.embedding_row], RELEVANCE
             else:
                 primary, source = iter(cold), COLD_START
-            items = assemble(u.query.k, u.novel_slots, novel[n], primary, source, cold, u.blocked)
-            out.append(Recommendation(items, u.interests, u.status, sb, u.novel_slots, u.unknown_recent))
-            self._count(u, items)
+            lists.append(assemble(u.query.k, u.novel_slots, novel[n], primary, source, cold, u.blocked))
+        self._count(users, lists)
+        out = [
+            Recommendation(items, u.interests, u.status, sb, u.novel_slots, u.unknown_recent)
+            for u, items in zip(users, lists, strict=True)
+        ]
         self.metrics.stage["rank"].observe(perf_counter() - t2)
         return out
 
@@ -160,27 +167,24 @@ class Recommender:
         else:
             status, interests = interpret_record(stored.record, sb, now_ms)
             stored_history = stored.history
-        index = sb.item_index
-        history: list[int] = []
-        unknown = 0
-        for item_id in q.recent_item_ids:
-            i = index.get(item_id)
-            if i is None:
-                unknown += 1  # documented: ignored (an item newer than the bundle, or a typo)
-            else:
-                history.append(i)
-        # The frontend's view and the stored list overlap once the event pipeline catches up: an
-        # item already in the request is not read twice.
-        fresh = set(history)
-        for item_id in stored_history:
-            i = index.get(item_id)
-            if i is not None and i not in fresh:
-                history.append(i)
+        get = sb.item_index.get
+        # Unknown ids are ignored (documented: an item newer than the bundle, or a typo).
+        history = [i for i in map(get, q.recent_item_ids) if i is not None]
+        unknown = len(q.recent_item_ids) - len(history)
+        try:
+            stored_idx = [i for i in map(get, map(bytes.decode, stored_history)) if i is not None]
+        except UnicodeDecodeError:  # not an id we wrote: such entries match no item
+            stored_idx = [i for h in stored_history if (i := get(h.decode(errors="replace"))) is not None]
+        if history:
+            # The frontend's view and the stored list overlap once the event pipeline catches up:
+            # an item already in the request is not read twice.
+            fresh = set(history)
+            history.extend(i for i in stored_idx if i not in fresh)
+        else:
+            history = stored_idx
         blocked = set(history)
-        for item_id in q.exclude_item_ids:
-            i = index.get(item_id)
-            if i is not None:
-                blocked.add(i)
+        if q.exclude_item_ids:
+            blocked.update(i for i in map(get, q.exclude_item_ids) if i is not None)
         slots = novel_slot_count(q.k, q.exploration_ratio) if interests else 0
         return _User(q, status, interests, history, blocked, unknown, slots)
 
@@ -189,15 +193,36 @@ class Recommender:
     ) -> list[Iterator[Candidate]]:
         if not users:
             return []
-        # Each blocked item can hide at most one candidate, so this many always suffice.
-        k = min(sb.n_items, max(u.query.k + len(u.blocked) for u in users))
+        # Each blocked item can hide at most one candidate, so k + |blocked| always suffices — but
+        # a history of 50 would make every search 6× wider than k = 10, and the shortlist, its
+        # rescoring and the heap grow with it. Search k + a margin; the rare user whose blocked
+        # items take more than the margin from that list is searched again at full width.
+        n = sb.n_items
+        wide = [min(n, u.query.k + len(u.blocked)) for u in users]
+        narrow = [min(n, u.query.k + min(len(u.blocked), RELEVANCE_BLOCKED_MARGIN)) for u in users]
+        ids, scores = self._relevance_lists(sb, user_emb, max(narrow))
+        again = [
+            r
+            for r, u in enumerate(users)
+            if wide[r] > narrow[r] and _unblocked(ids[r], u.blocked) < u.query.k
+        ]
+        if again:
+            more_ids, more_scores = self._relevance_lists(sb, user_emb[again], max(wide[r] for r in again))
+            for n, r in enumerate(again):
+                ids[r], scores[r] = more_ids[n], more_scores[n]
+        return [_candidates(i, s) for i, s in zip(ids, scores, strict=True)]
+
+    def _relevance_lists(
+        self, sb: ServingBundle, user_emb: np.ndarray, k: int
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        k = min(sb.n_items, k)
         if sb.relevance is None:
             scores, ids = sb.index.search(user_emb, k, nprobe=self.cfg.relevance_nprobe)
         else:
             scores, ids = sb.relevance.search(
                 user_emb, k, nprobe=self.cfg.relevance_nprobe, refine=self.cfg.relevance_refine
             )
-        return [_candidates(ids[r], scores[r]) for r in range(len(users))]
+        return ids.tolist(), scores.tolist()
 
     def _search_novel(
         self, sb: ServingBundle, users: list[_User], user_emb: np.ndarray
@@ -205,54 +230,59 @@ class Recommender:
         """Per user, one candidate list per novel interest, searched only inside that cluster."""
         w = self.cfg.novel_query_weight
         item_clusters = sb.item_clusters
-        queries, clusters, owners, ks = [], [], [], []
+        vectors, clusters, owners, user_rows, ks = [], [], [], [], []
         for n, u in enumerate(users):
             if not u.novel_slots:
                 continue
-            user_dir = None
-            if u.embedding_row >= 0 and w < 1.0:
-                v = user_emb[u.embedding_row]
-                norm = math.sqrt(float(v @ v))
-                user_dir = v / norm if norm > 0 else None
             # A search inside cluster c can only lose the blocked items that are in c — for a novel
             # cluster usually none (only exclusions) — so k stays ~slots, not slots + |history|:
             # FAISS keeps a k-heap per query, and k = 3 instead of 32 halves this search's cost.
-            blocked_in: dict[int, int] = {}
             wanted = {i.cluster_id for i in u.interests}
-            for i in u.blocked:
-                c = item_clusters[i]
+            blocked_in: dict[int, int] = {}
+            for c in map(item_clusters.__getitem__, u.blocked):
                 if c in wanted:
                     blocked_in[c] = blocked_in.get(c, 0) + 1
             for interest in u.interests:
-                q = interest.direction if user_dir is None else w * interest.direction + (1 - w) * user_dir
-                queries.append(q)
+                vectors.append(interest.direction)
                 clusters.append(interest.cluster_id)
                 owners.append(n)
+                user_rows.append(u.embedding_row)
                 ks.append(u.novel_slots + blocked_in.get(interest.cluster_id, 0))
         per_user: list[list[Iterator[Candidate]]] = [[] for _ in users]
-        if not queries:
+        if not vectors:
             return per_user
+        cluster_ids = np.asarray(clusters, dtype=np.int64)
+        queries = steering_queries(np.stack(vectors), cluster_ids, np.asarray(user_rows), user_emb, sb, w)
         k = min(sb.n_items, max(ks))
-        scores, ids = sb.index.search_clusters(
-            np.stack(queries), k, np.asarray(clusters, dtype=np.int64).reshape(-1, 1)
-        )
-        for r, n in enumerate(owners):
-            per_user[n].append(_candidates(ids[r], scores[r]))
+        scores, ids = sb.index.search_clusters(queries, k, cluster_ids.reshape(-1, 1))
+        for n, row_ids, row_scores in zip(owners, ids.tolist(), scores.tolist(), strict=True):
+            per_user[n].append(_candidates(row_ids, row_scores))
         return per_user
 
-    def _count(self, u: _User, items: list[Ranked]) -> None:
+    def _count(self, users: list[_User], lists: list[list[Ranked]]) -> None:
+        """Metrics for the batch: summed first, one increment per series (each costs a lock)."""
         m = self.metrics
-        m.record_status[u.status].inc()
+        statuses: dict[int, int] = {}
         by_source = {RELEVANCE: 0, NOVEL: 0, COLD_START: 0}
-        for _, _, source in items:
-            by_source[source] += 1
+        slots = filled = 0
+        for u, items in zip(users, lists, strict=True):
+            statuses[u.status] = statuses.get(u.status, 0) + 1
+            novel = 0
+            for _, _, source in items:
+                by_source[source] += 1
+                novel += source == NOVEL
+            if u.novel_slots:
+                slots += u.novel_slots
+                filled += novel
+                m.fill_ratio.observe(novel / u.novel_slots)
+        for status, count in statuses.items():
+            m.record_status[status].inc(count)
         for source, count in by_source.items():
             if count:
                 m.items[source].inc(count)
-        if u.novel_slots:
-            m.novel_slots.inc(u.novel_slots)
-            m.novel_filled.inc(by_source[NOVEL])
-            m.fill_ratio.observe(by_source[NOVEL] / u.novel_slots)
+        if slots:
+            m.novel_slots.inc(slots)
+            m.novel_filled.inc(filled)
 
 
 def to_response(rec: Recommendation) -> pb.RecommendResponse:
@@ -278,6 +308,38 @@ def to_response(rec: Recommendation) -> pb.RecommendResponse:
     return resp
 
 
-def _candidates(ids: np.ndarray, scores: np.ndarray) -> Iterator[Candidate]:
+def steering_queries(
+    directions: np.ndarray,
+    cluster_ids: np.ndarray,
+    user_rows: np.ndarray,
+    user_emb: np.ndarray,
+    sb: ServingBundle,
+    weight: float,
+) -> np.ndarray:
+    """One query per novel interest: ``weight · unit(direction) + (1 - weight) · unit(user)``.
+
+    A zero direction steers with its cluster's centroid; a user without history (row -1) or with a
+    zero embedding is steered by the interest alone. The whole batch in a few numpy calls.
+    """
+    norms = np.linalg.norm(directions, axis=1, keepdims=True)
+    zero = norms[:, 0] == 0
+    if zero.any():
+        directions = directions.copy()
+        directions[zero], norms[zero] = sb.unit_centroids[cluster_ids[zero]], 1.0
+    queries = directions / norms
+    if weight >= 1.0 or not len(user_emb):
+        return np.ascontiguousarray(queries, dtype=np.float32)
+    users = user_emb[np.maximum(user_rows, 0)]
+    user_norms = np.linalg.norm(users, axis=1, keepdims=True)
+    steer = (user_rows >= 0)[:, None] & (user_norms > 0)
+    mixed = weight * queries + (1 - weight) * users / np.where(user_norms > 0, user_norms, 1.0)
+    return np.ascontiguousarray(np.where(steer, mixed, queries), dtype=np.float32)
+
+
+def _unblocked(ids: list[int], blocked: set[int]) -> int:
+    return sum(1 for i in ids if i >= 0 and i not in blocked)
+
+
+def _candidates(ids: list[int], scores: list[float]) -> Iterator[Candidate]:
     """(item, score) best first; FAISS pads short results with id -1."""
-    return ((i, s) for i, s in zip(ids.tolist(), scores.tolist(), strict=True) if i >= 0)
+    return ((i, s) for i, s in zip(ids, scores, strict=True) if i >= 0)

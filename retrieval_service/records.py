@@ -9,7 +9,6 @@ cluster centroids used to steer otherwise; any other bundle → STALE.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +30,9 @@ class UsableInterest:
     label: str
     rationale: str
     score: float
-    direction: np.ndarray  # unit-length steering vector in the served bundle's item space
+    # Steering vector in the served bundle's item space, not yet unit length: the search normalises
+    # a whole batch's vectors in one numpy call rather than one call per interest.
+    direction: np.ndarray
 
 
 def interpret_record(raw: bytes | None, sb: ServingBundle, now_ms: int) -> tuple[int, list[UsableInterest]]:
@@ -58,11 +59,9 @@ def interpret_record(raw: bytes | None, sb: ServingBundle, now_ms: int) -> tuple
         if c in seen:
             continue
         seen.add(c)
-        direction = sb.unit_centroids[c]
-        if compat is Compat.SAME:
-            norm = math.sqrt(float(interest.embedding @ interest.embedding))  # np.linalg.norm: 5x the cost
-            if norm > 0:
-                direction = interest.embedding / norm
+        # A record from another item space steers with our centroid (so does a zero embedding: the
+        # search swaps it in when it normalises).
+        direction = interest.embedding if compat is Compat.SAME else sb.unit_centroids[c]
         interests.append(
             UsableInterest(
                 cluster_id=c,

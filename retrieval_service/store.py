@@ -29,7 +29,9 @@ from serendip.store.keys import history_key, record_key
 class StoredUser:
     record: bytes | None  # None: no record
     record_unreadable: bool  # the key exists but is not a string value (wrong type)
-    history: list[str]  # most recent first
+    # Item ids, most recent first, as Redis returned them (utf-8 bytes): the recommender decodes
+    # them in one C-level pass while mapping them to indices.
+    history: list[bytes]
 
 
 class UserStore:
@@ -89,7 +91,7 @@ class UserStore:
                 StoredUser(
                     record=None if unreadable else record,
                     record_unreadable=unreadable,
-                    history=[] if isinstance(history, Exception) else [h.decode() for h in history],
+                    history=[] if isinstance(history, Exception) else history,
                 )
             )
         return users

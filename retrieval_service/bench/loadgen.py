@@ -29,6 +29,7 @@ async def drive(
     warmup_s: float,
     timeout_s: float,
     seed: int,
+    channels: int = 1,
 ) -> dict:
     requests = [pb.RecommendRequest(user_id=f"u{i}", k=k) for i in range(users)]
     latencies: list[float] = []
@@ -36,15 +37,22 @@ async def drive(
     statuses: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     answered = 0  # warm-up included: the server's CPU time is read over the whole run
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.RetrievalServiceStub(channel)
-        await channel.channel_ready()
+    # Several connections, as a fleet of frontends would open: a server running several worker
+    # processes on one port (SO_REUSEPORT) balances per connection, so one channel reaches one worker.
+    # A local subchannel pool per channel: channels with equal arguments would otherwise share one
+    # connection.
+    local = [("grpc.use_local_subchannel_pool", 1)]
+    opened = [grpc.aio.insecure_channel(target, options=local) for _ in range(channels)]
+    try:
+        stubs = [pb_grpc.RetrievalServiceStub(c) for c in opened]
+        await asyncio.gather(*(c.channel_ready() for c in opened))
         start = time.perf_counter()
         measure_from = start + warmup_s
         end = measure_from + duration_s
 
         async def client(worker: int) -> None:
             rng = random.Random(seed * 1000 + worker)
+            stub = stubs[worker % channels]
             while True:
                 request = requests[rng.randrange(users)]
                 t0 = time.perf_counter()
@@ -68,6 +76,8 @@ async def drive(
 
         await asyncio.gather(*(client(w) for w in range(concurrency)))
         elapsed = time.perf_counter() - measure_from
+    finally:
+        await asyncio.gather(*(c.close() for c in opened))
     lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
     return {
         "target": target,
@@ -97,9 +107,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels", type=int, default=1, help="connections the clients share")
     a = parser.parse_args()
     result = asyncio.run(
-        drive(a.target, a.users, a.k, a.concurrency, a.duration, a.warmup, a.timeout, a.seed)
+        drive(a.target, a.users, a.k, a.concurrency, a.duration, a.warmup, a.timeout, a.seed, a.channels)
     )
     print(json.dumps(result))
 

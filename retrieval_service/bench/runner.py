@@ -47,6 +47,7 @@ class BenchConfig:
     cache: Path = Path("artifacts/synth")
     startup_timeout_s: float = 600.0
     nprobe: int | None = None  # service's retrieval.relevance_nprobe; None = its default
+    channels: int = 1  # connections the load generator's clients share (both servers alike)
 
 
 def wait_serving(target: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
@@ -77,7 +78,7 @@ def _load(target: str, users: int, cfg: BenchConfig, concurrency: int) -> dict[s
         [
             sys.executable, "-m", "retrieval_service.bench.loadgen",
             "--target", target, "--users", str(users), "--k", str(cfg.k),
-            "--concurrency", str(concurrency),
+            "--concurrency", str(concurrency), "--channels", str(cfg.channels),
             "--duration", str(cfg.duration_s), "--warmup", str(cfg.warmup_s),
         ],
         check=True, capture_output=True, text=True,
@@ -222,6 +223,7 @@ def _start_profiler(pid: int, cfg: BenchConfig, console: Console) -> subprocess.
             # .txt: collapsed stacks (greppable); anything else: a flame graph SVG
             "--format", "raw" if cfg.profile_svg.suffix == ".txt" else "flamegraph",
             "--duration", str(int(cfg.warmup_s + cfg.duration_s)), "--rate", "250", "--nonblocking",
+            "--threads",  # one stack root per thread: the event loop and the compute thread apart
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

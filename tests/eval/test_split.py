@@ -8,8 +8,14 @@ def _interactions(counts: dict[str, int]) -> pd.DataFrame:
     rows = []
     for user, n in counts.items():
         for t in range(n):
-            rows.append({"user_id": user, "item_id": f"i{t}", "timestamp": 1000 - t * 7 if user == "b" else t,
-                         "weight": 4.0})
+            rows.append(
+                {
+                    "user_id": user,
+                    "item_id": f"i{t}",
+                    "timestamp": 1000 - t * 7 if user == "b" else t,
+                    "weight": 4.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 

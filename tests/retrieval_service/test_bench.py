@@ -24,6 +24,7 @@ def test_bench_runs_every_phase(tmp_path):
         "1",
     ]
     args += ["--warmup", "0.3", "--cache", str(tmp_path / "synth"), "--report", str(report)]
+    args += ["--channels", "2"]  # clients spread over two connections
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     r = json.loads(report.read_text())

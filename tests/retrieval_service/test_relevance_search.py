@@ -40,6 +40,24 @@ def test_relevance_items_are_the_models_best_unseen_items(stub, seeded, serving_
         assert abs(item.score - scores[serving_bundle.item_index[item.item_id]]) < 1e-3
 
 
+def test_exclusions_that_fill_the_narrow_search_are_searched_past(stub, seeded, serving_bundle, histories):
+    """The first relevance search asks for k + RELEVANCE_BLOCKED_MARGIN; a user who excludes more
+    than that of their own best items must still get k relevance items (the second, wider search),
+    not cold-start filler."""
+    from retrieval_service.recommender import RELEVANCE_BLOCKED_MARGIN
+
+    user = _user(histories)
+    ranking, _ = _exact_top(serving_bundle, histories[user], 10 + RELEVANCE_BLOCKED_MARGIN + 20)
+    excluded = ranking[: RELEVANCE_BLOCKED_MARGIN + 20]
+    resp = stub.Recommend(
+        pb.RecommendRequest(user_id=user, k=10, exploration_ratio=0.0, exclude_item_ids=excluded)
+    )
+    got = [item.item_id for item in resp.items]
+    assert len(got) == 10 and not set(got) & set(excluded)
+    assert {item.source for item in resp.items} == {pb.ITEM_SOURCE_RELEVANCE}
+    assert len(set(got) & set(ranking[len(excluded) :])) >= 9  # the next best, as without exclusions
+
+
 def test_bundle_without_relevance_index_falls_back_to_the_cluster_index(
     redis_server, seeded, small_bundle, serving_bundle, histories
 ):

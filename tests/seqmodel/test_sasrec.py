@@ -145,3 +145,25 @@ def test_time_split_and_metrics_by_hand() -> None:
     assert got == {"recall": 0.5, "ndcg": 0.5, "users": 2}
     with pytest.raises(ValueError):
         time_split(seqs, holdout=0)
+
+
+def test_block_equals_the_modules_it_holds() -> None:
+    """The block calls its submodules' parameters functionally (cheaper online); the result must be
+    what calling the modules gives: x + proj(attn(LN(x))), then x + FF(LN(x))."""
+    torch.manual_seed(0)
+    model = SASRec(n_items=30, dim=16, max_len=8, layers=2, heads=2, dropout=0.2).eval()
+    block = model.blocks[0]
+    x = torch.randn(3, 8, 16)
+    allowed = torch.ones(8, 8, dtype=torch.bool).tril()[None, None].expand(3, 1, 8, 8)
+    with torch.no_grad():
+        q, k, v = block.qkv(block.ln_attn(x)).split(16, dim=-1)
+        heads = [t.reshape(3, 8, 2, 8).transpose(1, 2) for t in (q, k, v)]
+        scores = heads[0] @ heads[1].transpose(-1, -2) / 8**0.5
+        attn = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ heads[2]
+        ref = x + block.proj(attn.transpose(1, 2).reshape(3, 8, 16))
+        ref = ref + block.ff(block.ln_ff(ref))
+        torch.testing.assert_close(block(x, allowed), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(block(x, allowed, last_only=True), ref[:, -1:], atol=1e-5, rtol=1e-5)
+    # Training mode still applies dropout (outputs differ between two passes).
+    block.train()
+    assert not torch.allclose(block(x, allowed), block(x, allowed))

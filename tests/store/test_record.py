@@ -50,6 +50,42 @@ def test_corrupt_bytes_are_a_record_error():
         decode_record(bytes(data[:-7]))
 
 
+def _raw_with(edit) -> bytes:
+    from serendip.api.record.v1 import record_pb2
+
+    msg = record_pb2.NovelInterestRecord()
+    msg.ParseFromString(encode_record(_record()))
+    edit(msg)
+    return msg.SerializeToString()
+
+
+def test_each_bad_interest_is_named():
+    def nan_in_second(msg):
+        emb = bytearray(msg.interests[1].embedding)
+        emb[10:12] = np.array([np.nan], dtype="<f2").tobytes()
+        msg.interests[1].embedding = bytes(emb)
+
+    with pytest.raises(RecordError, match="interest 17: non-finite"):
+        decode_record(_raw_with(nan_in_second))
+
+    def short_third(msg):
+        msg.interests[2].embedding = msg.interests[2].embedding[:-2]
+
+    with pytest.raises(RecordError, match="interest 42: 126 embedding bytes for dim 64"):
+        decode_record(_raw_with(short_third))
+
+    def negative(msg):
+        msg.interests[0].cluster_id = -1
+
+    with pytest.raises(RecordError, match="negative cluster id"):
+        decode_record(_raw_with(negative))
+
+
+def test_a_record_without_interests_decodes():
+    back = decode_record(_raw_with(lambda msg: msg.ClearField("interests")))
+    assert back.interests == [] and back.dim == 64
+
+
 def test_keys_share_a_hash_tag_and_reject_braces():
     assert record_key("serendip:v1", "u1") == "serendip:v1:{u1}:rec"
     assert history_key("serendip:v1", "u1") == "serendip:v1:{u1}:hist"
