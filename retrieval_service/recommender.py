@@ -208,8 +208,8 @@ class Recommender:
         ]
         if again:
             more_ids, more_scores = self._relevance_lists(sb, user_emb[again], max(wide[r] for r in again))
-            for n, r in enumerate(again):
-                ids[r], scores[r] = more_ids[n], more_scores[n]
+            for j, r in enumerate(again):
+                ids[r], scores[r] = more_ids[j], more_scores[j]
         return [_candidates(i, s) for i, s in zip(ids, scores, strict=True)]
 
     def _relevance_lists(
@@ -252,7 +252,9 @@ class Recommender:
         if not vectors:
             return per_user
         cluster_ids = np.asarray(clusters, dtype=np.int64)
-        queries = steering_queries(np.stack(vectors), cluster_ids, np.asarray(user_rows), user_emb, sb, w)
+        queries = steering_queries(
+            np.stack(vectors), cluster_ids, np.asarray(user_rows), user_emb, sb.unit_centroids, w
+        )
         k = min(sb.n_items, max(ks))
         scores, ids = sb.index.search_clusters(queries, k, cluster_ids.reshape(-1, 1))
         for n, row_ids, row_scores in zip(owners, ids.tolist(), scores.tolist(), strict=True):
@@ -313,7 +315,7 @@ def steering_queries(
     cluster_ids: np.ndarray,
     user_rows: np.ndarray,
     user_emb: np.ndarray,
-    sb: ServingBundle,
+    unit_centroids: np.ndarray,
     weight: float,
 ) -> np.ndarray:
     """One query per novel interest: ``weight · unit(direction) + (1 - weight) · unit(user)``.
@@ -325,7 +327,7 @@ def steering_queries(
     zero = norms[:, 0] == 0
     if zero.any():
         directions = directions.copy()
-        directions[zero], norms[zero] = sb.unit_centroids[cluster_ids[zero]], 1.0
+        directions[zero], norms[zero] = unit_centroids[cluster_ids[zero]], 1.0
     queries = directions / norms
     if weight >= 1.0 or not len(user_emb):
         return np.ascontiguousarray(queries, dtype=np.float32)
