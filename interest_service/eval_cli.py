@@ -54,9 +54,8 @@ def eval_cmd(
     """Offline replay on a per-user time split: interest proposers and item-level systems, with a report."""
     from interest_service.config import InterestConfig
     from interest_service.evaluation import TransitionProposer
-    from serendip.cli import settings_from
+    from serendip.cli import dataset_from, settings_from
     from serendip.cli_progress import RichProgress
-    from serendip.data import DataError, load_dataset
     from serendip.eval.proposers import PopularNewCluster, RandomNewCluster
     from serendip.eval.report import headline_table, targets_table, write_report
     from serendip.eval.runner import EvalOptions, prepare, run_evaluation
@@ -85,15 +84,7 @@ def eval_cmd(
     if finetuned_adapter is not None and not finetuned_adapter.exists():
         console.print(f"[red]--finetuned-adapter: not found:[/red] {finetuned_adapter}")
         raise typer.Exit(2)
-    try:
-        dataset = load_dataset(settings.data.adapter, settings.data.path)
-    except (DataError, FileNotFoundError) as exc:
-        console.print(f"[red]bad input:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    console.print(
-        f"dataset [bold]{dataset.name}[/bold]: {dataset.n_items:,} items, "
-        f"{len(dataset.interactions):,} interactions"
-    )
+    dataset = dataset_from(settings)
 
     with RichProgress(console) as progress:
         try:

@@ -7,13 +7,16 @@ import json
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from serendip.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from serendip.data import Dataset
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Serendip: serendipitous recommendation.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (each compares against the naive way).")
@@ -41,6 +44,22 @@ def settings_from(config: Path | None, *, data: Path | None = None, adapter: str
         raise typer.Exit(2) from exc
 
 
+def dataset_from(settings: Settings) -> Dataset:
+    """The configured dataset, announced on the console; unreadable input exits 2 with the message."""
+    from serendip.data import DataError, load_dataset
+
+    try:
+        dataset = load_dataset(settings.data.adapter, settings.data.path)
+    except (DataError, FileNotFoundError) as exc:
+        console.print(f"[red]bad input:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"dataset [bold]{dataset.name}[/bold]: {dataset.n_items:,} items, "
+        f"{len(dataset.interactions):,} interactions"
+    )
+    return dataset
+
+
 @app.command()
 def build(
     config: ConfigOpt = None,
@@ -51,21 +70,12 @@ def build(
     """Build a verified artifact bundle from a dataset."""
     from serendip.bundle import load_bundle
     from serendip.cli_progress import RichProgress
-    from serendip.data import DataError, load_dataset
     from serendip.pipeline import build_bundle
 
     settings = settings_from(config, data=data, adapter=adapter)
     if out is not None:
         settings.bundle.root = out
-    try:
-        dataset = load_dataset(settings.data.adapter, settings.data.path)
-    except (DataError, FileNotFoundError) as exc:
-        console.print(f"[red]bad input:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    console.print(
-        f"dataset [bold]{dataset.name}[/bold]: {dataset.n_items:,} items, "
-        f"{len(dataset.interactions):,} interactions"
-    )
+    dataset = dataset_from(settings)
     with RichProgress() as progress:
         result = build_bundle(dataset, settings, progress)
     bundle = load_bundle(result.path)  # verify what we just published
