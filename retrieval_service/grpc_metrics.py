@@ -21,11 +21,9 @@ from retrieval_service.metrics import RetrievalMetrics
 class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: RetrievalMetrics) -> None:
         self.metrics = metrics
-        # Per method: the bound started/latency children and a code → handled-child cache, so a call
-        # does no label lookups.
-        self._bound: dict[str, tuple[Any, Any, dict[grpc.StatusCode, Any], tuple[str, str]]] = {}
         # Per method: (the service's handler, our wrapper). The server hands back the same handler
-        # object for a method on every call, so the wrapper is built once, not per call.
+        # object for a method on every call, so the wrapper — and the metric children it binds —
+        # is built once, not per call.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -82,15 +80,13 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         )
 
     def _bind(self, full_method: str) -> tuple[Any, Any, dict[grpc.StatusCode, Any], tuple[str, str]]:
-        bound = self._bound.get(full_method)
-        if bound is None:
-            service, _, method = full_method.lstrip("/").rpartition("/")
-            labels = (service, method)
-            bound = (
-                self.metrics.grpc_started.labels("unary", *labels),
-                self.metrics.grpc_handling_seconds.labels("unary", *labels),
-                {},
-                labels,
-            )
-            self._bound[full_method] = bound
-        return bound
+        """The method's started/latency children and a code → handled-child cache: a call does no
+        label lookups."""
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        labels = (service, method)
+        return (
+            self.metrics.grpc_started.labels("unary", *labels),
+            self.metrics.grpc_handling_seconds.labels("unary", *labels),
+            {},
+            labels,
+        )
