@@ -193,3 +193,38 @@ def faulty():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
+
+
+@pytest.fixture
+def refresh_config(tmp_path: Path, redis_server, movielens_path: Path):
+    """Writes serendip.toml for `serendip refresh` through the CLI with an LLM endpoint that is down
+    (a dead port, no retries), so users get the transition-model fallback quickly."""
+
+    def write(gateway_url: str | None = None, redis_url: bool = True, n_recent: int | None = None) -> Path:
+        path = tmp_path / "serendip.toml"
+        push = f'pushgateway_url = "{gateway_url}"' if gateway_url else ""
+        redis = f'url = "{redis_server.url}"' if redis_url else ""
+        recent = f"n_recent = {n_recent}" if n_recent is not None else ""
+        path.write_text(
+            f"""
+[redis]
+{redis}
+[data]
+path = "{movielens_path}"
+[interest]
+backend = "openai"
+[interest.openai]
+base_url = "http://127.0.0.1:9/v1"
+retries = 0
+[interest.refresh]
+state_dir = "{tmp_path / "state"}"
+batch_size = 2
+{push}
+[interest.prompt]
+describe = "metadata"
+{recent}
+"""
+        )
+        return path
+
+    return write

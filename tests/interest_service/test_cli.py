@@ -11,27 +11,9 @@ from serendip.store.record import ProposalSource
 
 
 def test_refresh_command_seeds_refreshes_and_reports(
-    redis_server, redis_client, small_bundle, tmp_path, movielens_path
+    redis_server, redis_client, small_bundle, tmp_path, refresh_config
 ):
-    config = tmp_path / "serendip.toml"
-    config.write_text(
-        f"""
-[redis]
-url = "{redis_server.url}"
-[data]
-path = "{movielens_path}"
-[interest]
-backend = "openai"
-[interest.openai]
-base_url = "http://127.0.0.1:9/v1"
-retries = 0
-[interest.refresh]
-state_dir = "{tmp_path / "state"}"
-batch_size = 2
-[interest.prompt]
-describe = "metadata"
-"""
-    )
+    config = refresh_config()
     before = REGISTRY.get_sample_value("serendip_interest_users_total", {"outcome": "fallback"}) or 0.0
     runner = CliRunner()
     result = runner.invoke(

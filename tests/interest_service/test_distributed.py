@@ -92,32 +92,11 @@ def local_ray() -> Iterator[None]:
 
 
 @pytest.fixture
-def config(tmp_path: Path, redis_server, movielens_path: Path):
+def config(refresh_config):
+    """This module's refresh config: the shared one with three recent items per prompt."""
+
     def write(gateway_url: str | None = None, redis_url: bool = True) -> Path:
-        path = tmp_path / "serendip.toml"
-        push = f'pushgateway_url = "{gateway_url}"' if gateway_url else ""
-        redis = f'url = "{redis_server.url}"' if redis_url else ""
-        path.write_text(
-            f"""
-[redis]
-{redis}
-[data]
-path = "{movielens_path}"
-[interest]
-backend = "openai"
-[interest.openai]
-base_url = "http://127.0.0.1:9/v1"
-retries = 0
-[interest.refresh]
-state_dir = "{tmp_path / "state"}"
-batch_size = 2
-{push}
-[interest.prompt]
-describe = "metadata"
-n_recent = 3
-"""
-        )
-        return path
+        return refresh_config(gateway_url, redis_url, n_recent=3)
 
     return write
 
