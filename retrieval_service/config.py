@@ -54,6 +54,11 @@ class RetrievalConfig(BaseModel):
     max_connection_age_grace_s: float = Field(30.0, ge=0)
     # Poll the bundle root's `current` link this often and hot-reload when it moves; 0 = off.
     watch_interval_s: float = Field(5.0, ge=0.0)
+    # Compute worker processes (worker_pool.py): each holds the bundle and answers micro-batches, so
+    # the compute does not share the event loop's GIL. 0 = compute on a thread of the server process
+    # (one copy of the bundle, no process start; slower under load). More than 1 pays only with
+    # spare cores: each worker costs a copy of the bundle in memory.
+    workers: int = Field(1, ge=0, le=64)
     # torch intra-op threads (process-wide, set by `serve-retrieval`) and FAISS OpenMP threads of the
     # threads that search (compute thread, bundle loads). One: batches are serial and cores scarce.
     threads: int = Field(1, ge=1)

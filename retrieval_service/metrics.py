@@ -31,9 +31,16 @@ def source_name(source: int) -> str:
 
 
 class RetrievalMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, local_compute: bool = True) -> None:
+        """``local_compute``: the hot-path metrics below are this process's own. With compute worker
+        processes they are each worker's, and the server exposes theirs instead (worker_pool.py)."""
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # The hot path's own metrics (recommender, Redis store, breaker), apart from the serving ones.
+        self.compute_registry = CollectorRegistry()
+        c = self.compute_registry
+        if local_compute:
+            r.register(c)
         grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
         self.grpc_started = Counter(
             "grpc_server_started_total", "RPCs started on the server.", grpc_labels, registry=r
@@ -56,37 +63,37 @@ class RetrievalMetrics:
             "Time per hot-path stage and micro-batch (every request of the batch waited this long).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=c,
         )
         self.stage = {s: stage.labels(stage=s) for s in STAGES}
         self.batch_size = Histogram(
             "serendip_retrieval_batch_size",
             "Requests served together in one micro-batch.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=r,
+            registry=c,
         )
         status = Counter(
             "serendip_retrieval_record_status_total",
             "Requests by what became of the user's novel-interest record.",
             ["status"],
-            registry=r,
+            registry=c,
         )
         self.record_status = {s: status.labels(status=status_name(s)) for s in pb.RecordStatus.values()[1:]}
         items = Counter(
-            "serendip_retrieval_items_total", "Items returned, by source.", ["source"], registry=r
+            "serendip_retrieval_items_total", "Items returned, by source.", ["source"], registry=c
         )
         self.items = {s: items.labels(source=source_name(s)) for s in pb.ItemSource.values()[1:]}
         self.novel_slots = Counter(
-            "serendip_retrieval_novel_slots_total", "Exploration slots offered (record usable).", registry=r
+            "serendip_retrieval_novel_slots_total", "Exploration slots offered (record usable).", registry=c
         )
         self.novel_filled = Counter(
-            "serendip_retrieval_novel_items_total", "Exploration slots filled with novel items.", registry=r
+            "serendip_retrieval_novel_items_total", "Exploration slots filled with novel items.", registry=c
         )
         self.fill_ratio = Histogram(
             "serendip_retrieval_exploration_fill_ratio",
             "Per request with exploration slots: novel items returned / slots.",
             buckets=(0.0, 0.25, 0.5, 0.75, 0.99, 1.0),
-            registry=r,
+            registry=c,
         )
         dropped = Counter(
             "serendip_retrieval_dropped_total",
@@ -99,13 +106,13 @@ class RetrievalMetrics:
             "serendip_retrieval_store_failures_total",
             "Redis round trips not made or not answered in time, by reason.",
             ["reason"],
-            registry=r,
+            registry=c,
         )
         self.store_failures = {f: failures.labels(reason=f) for f in STORE_FAILURES}
         self.breaker_state = Gauge(
             "serendip_retrieval_store_circuit_state",
             "Redis circuit breaker: 0 closed, 1 open, 2 half-open.",
-            registry=r,
+            registry=c,
         )
         self.bundle_info = Gauge(
             "serendip_retrieval_bundle_info",

@@ -1,19 +1,17 @@
 """The hot path for one micro-batch: Redis read → records → encode → search → rank → protobuf.
 
 Every stage runs once per batch (one Redis round trip, one model call, one FAISS call per search
-kind), which is what keeps the per-request cost low under concurrency. A batch runs entirely on one
-compute thread, not on the event loop: grpc.aio accepts each new call through event-loop turns, so
-a loop blocked for a millisecond per batch would starve the accept loop and batches would never
-grow (measured: batch size 1.2 and ~450 RPS at 32 clients with inline compute). torch, FAISS and
-socket I/O release the GIL, so the loop keeps accepting and answering calls meanwhile.
+kind), which is what keeps the per-request cost low under concurrency. A batch never runs on the
+event loop: grpc.aio accepts each new call through event-loop turns, so a loop blocked for a
+millisecond per batch would starve the accept loop and batches would never grow (measured: batch
+size 1.2 and ~450 RPS at 32 clients with inline compute). It runs in a compute worker process
+(worker_pool.py), or with ``workers = 0`` on a thread of the server process (compute.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -96,21 +94,13 @@ class Recommender:
         self.bundles = bundles
         self.cfg = cfg
         self.metrics = metrics
-        # One thread: batches are serialised anyway, and the model and index see one caller.
-        self._compute_thread = ThreadPoolExecutor(
-            1, thread_name_prefix="recommend", initializer=limit_faiss_threads, initargs=(cfg.threads,)
-        )
-
-    async def recommend(self, queries: list[Query]) -> list[pb.RecommendResponse]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._compute_thread, self.respond, queries)
 
     def close(self) -> None:
-        self._compute_thread.shutdown(wait=True)
         self.store.close()
 
     def respond(self, queries: list[Query]) -> list[pb.RecommendResponse]:
-        """The whole batch, on the compute thread."""
+        """The whole batch, on one compute thread: a micro-batcher thread in the server process, or a
+        compute worker process's main thread. One batch at a time per recommender."""
         sb = self.bundles.current  # one bundle for the whole batch, whatever a reload does meanwhile
         t0 = perf_counter()
         stored = self.store.read([q.user_id for q in queries])

@@ -1,8 +1,10 @@
 """Hot reload: load and verify a new bundle off the event loop, then swap it in with one assignment.
 
-In-flight batches keep the bundle they started with (they hold a reference), so no request is
-dropped or sees two bundles. A bundle that fails verification is refused and the serving one stays;
-the watcher remembers a refused target and only tries again when the `current` link moves on.
+The compute does the loading and the swap (compute.py, worker_pool.py: every worker has the new
+bundle before any swaps). In-flight batches keep the bundle they started with (they hold a
+reference), so no request is dropped or sees two bundles. A bundle that fails verification is
+refused and the serving one stays; the watcher remembers a refused target and only tries again
+when the `current` link moves on.
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrieval_service.compute import Compute
 from retrieval_service.metrics import RetrievalMetrics
-from retrieval_service.recommender import BundleHolder
-from retrieval_service.serving_bundle import ServingBundle
 from serendip.bundle import BundleError, resolve_bundle_path
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,12 @@ class ReloadResult:
 class BundleReloader:
     def __init__(
         self,
-        holder: BundleHolder,
-        load: Callable[[Path], ServingBundle],
+        compute: Compute,
         root: Path,
         current: str,
         metrics: RetrievalMetrics,
     ) -> None:
-        self.holder = holder
-        self._load = load
+        self.compute = compute
         self.root = Path(root)
         self.current = current
         self.metrics = metrics
@@ -62,7 +60,7 @@ class BundleReloader:
     async def reload(self, path: Path | None = None) -> ReloadResult:
         """Raises `BundleError` (the serving bundle unchanged) when the target cannot be served."""
         async with self._lock:
-            previous = self.holder.current
+            previous = self.compute.info
             try:
                 target = self.resolve(path)
             except BundleError:
@@ -73,16 +71,15 @@ class BundleReloader:
                 return ReloadResult(previous.bundle_id, previous.bundle_id, False, 0.0)
             t0 = time.perf_counter()
             try:
-                fresh = await asyncio.to_thread(self._load, target)
+                fresh = await self.compute.replace(target)
             except BundleError as exc:
                 self._refused = target
                 self.metrics.reloads["refused"].inc()
                 log.error("bundle refused, still serving %s: %s", previous.bundle_id, exc)
                 raise
-            self.holder.current = fresh  # the swap: batches that start from now on use it
             self._refused = None
             self.metrics.reloads["ok"].inc()
-            self.metrics.bundle_served(fresh.bundle_id, fresh.index.device, fresh.n_items, fresh.n_clusters)
+            self.metrics.bundle_served(fresh.bundle_id, fresh.index_device, fresh.n_items, fresh.n_clusters)
             seconds = time.perf_counter() - t0
             log.info(
                 "serving bundle %s (was %s), loaded in %.2fs", fresh.bundle_id, previous.bundle_id, seconds
@@ -95,7 +92,7 @@ class BundleReloader:
             await asyncio.sleep(interval_s)
             try:
                 target = self.resolve()
-                if target in (self.holder.current.path.resolve(), self._refused):
+                if target in (self.compute.info.path.resolve(), self._refused):
                     continue
                 await self.reload()
             except BundleError:

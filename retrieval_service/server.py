@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,17 +20,18 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from retrieval_service.batcher import MicroBatcher
-from retrieval_service.breaker import CircuitBreaker
-from retrieval_service.config import MAX_K, ServiceSettings
+from retrieval_service.compute import Compute, InProcessCompute, load_for_serving
+from retrieval_service.config import ServiceSettings
 from retrieval_service.grpc_metrics import GrpcMetricsInterceptor
 from retrieval_service.metrics import RetrievalMetrics
-from retrieval_service.recommender import BundleHolder, Recommender, limit_faiss_threads
+from retrieval_service.recommender import limit_faiss_threads
 from retrieval_service.reload import BundleReloader
-from retrieval_service.servicer import AdminServicer, RetrievalServicer
-from retrieval_service.serving_bundle import ServingBundle, load_serving_bundle
-from retrieval_service.store import UserStore
+from retrieval_service.servicer import AdminServicer, RetrievalServicer, add_retrieval_servicer
+from retrieval_service.serving_bundle import ServingBundle
+from retrieval_service.worker_pool import WorkerPool
 from serendip.api.retrieval.v1 import retrieval_pb2 as pb
 from serendip.api.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from serendip.bundle import resolve_bundle_path
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,13 @@ SERVICE_NAMES = (
 
 class RetrievalServer:
     def __init__(self, settings: ServiceSettings, bundle: ServingBundle | None = None) -> None:
+        """``bundle``: an already loaded bundle to serve in-process (``workers = 0`` only; tests)."""
         if not settings.redis.url:
             raise ValueError("redis.url is required (serve-retrieval starts an embedded Redis when unset)")
+        if bundle is not None and settings.retrieval.workers:
+            raise ValueError("a preloaded bundle is served in-process: set retrieval.workers = 0")
         self.settings = settings
-        self.metrics = RetrievalMetrics()
+        self.metrics = RetrievalMetrics(local_compute=not settings.retrieval.workers)
         self._initial_bundle = bundle
         self.port = 0
         self.metrics_port: int | None = None
@@ -53,41 +57,29 @@ class RetrievalServer:
         self._http = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    def load_bundle(self, path: Path) -> ServingBundle:
-        """Load and verify a bundle on the calling (worker) thread, searching with few threads."""
-        cfg = self.settings.retrieval
-        limit_faiss_threads(cfg.threads)  # the warm-up query must not spin every core while serving
-        return load_serving_bundle(
-            path,
-            index_device=self.settings.index.device,
-            # Long enough to survive every exclusion and history item of a maximal request.
-            cold_start_len=MAX_K + cfg.max_exclude_items + cfg.max_recent_items + cfg.history_len,
-        )
+    async def _start_compute(self) -> Compute:
+        s, cfg = self.settings, self.settings.retrieval
+        if not cfg.workers:
+            bundle = self._initial_bundle or await asyncio.to_thread(load_for_serving, s, s.bundle.root)
+            return InProcessCompute(s, bundle, self.metrics)
+        pool = WorkerPool(s, cfg.workers, self.metrics)
+        await pool.start(resolve_bundle_path(s.bundle.root, s.bundle.current).resolve())
+        return pool
 
     async def start(self) -> None:
         s, cfg = self.settings, self.settings.retrieval
-        bundle = self._initial_bundle or await asyncio.to_thread(self.load_bundle, s.bundle.root)
-        self.holder = BundleHolder(bundle)
-        self.metrics.bundle_served(bundle.bundle_id, bundle.index.device, bundle.n_items, bundle.n_clusters)
-        breaker = CircuitBreaker(
-            cfg.breaker_failures, cfg.breaker_reset_ms / 1000, on_change=self.metrics.breaker_changed
-        )
-        self.store = UserStore(
-            s.redis.url or "",
-            s.redis.key_prefix,
-            cfg.history_len,
-            timeout_s=cfg.store_timeout_ms / 1000,
-            breaker=breaker,
-            connect_timeout_s=min(s.redis.connect_timeout_ms, cfg.store_timeout_ms) / 1000,
-            on_failure=self.metrics.store_failure,
-        )
-        self.recommender = Recommender(self.store, self.holder, cfg, self.metrics)
+        self.compute = await self._start_compute()
+        info = self.compute.info
+        self.metrics.bundle_served(info.bundle_id, info.index_device, info.n_items, info.n_clusters)
         self.batcher = MicroBatcher(
-            self.recommender.recommend, cfg.micro_batch_max, on_dropped=self.metrics.requests_dropped
+            self.compute.processors(),
+            cfg.micro_batch_max,
+            on_dropped=self.metrics.requests_dropped,
+            # In-process compute searches on the batcher thread: FAISS's thread count is per thread.
+            on_thread_start=functools.partial(limit_faiss_threads, cfg.threads),
+            thread_name="recommend",
         )
-        self.reloader = BundleReloader(
-            self.holder, self.load_bundle, s.bundle.root, s.bundle.current, self.metrics
-        )
+        self.reloader = BundleReloader(self.compute, s.bundle.root, s.bundle.current, self.metrics)
 
         server = grpc.aio.server(
             interceptors=[GrpcMetricsInterceptor(self.metrics)],
@@ -100,8 +92,10 @@ class RetrievalServer:
                 ("grpc.max_connection_age_grace_ms", int(cfg.max_connection_age_grace_s * 1000)),
             ],
         )
-        pb_grpc.add_RetrievalServiceServicer_to_server(RetrievalServicer(self.batcher, cfg), server)
-        pb_grpc.add_RetrievalAdminServiceServicer_to_server(AdminServicer(self.reloader, self.holder), server)
+        add_retrieval_servicer(RetrievalServicer(self.batcher, cfg), server)
+        pb_grpc.add_RetrievalAdminServiceServicer_to_server(
+            AdminServicer(self.reloader, self.compute), server
+        )
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for name in ("", *SERVICE_NAMES):
@@ -129,7 +123,7 @@ class RetrievalServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "retrieval service on %s:%d (metrics %s), bundle %s",
-            cfg.host, self.port, self.metrics_port, bundle.bundle_id,
+            cfg.host, self.port, self.metrics_port, info.bundle_id,
         )  # fmt: skip
 
     async def drain(self) -> None:
@@ -142,7 +136,7 @@ class RetrievalServer:
             await self._server.stop(cfg.drain_grace_s)
         # The batcher outlives the server so that calls accepted before the stop are answered.
         await self.batcher.stop()
-        await asyncio.to_thread(self.recommender.close)
+        await self.compute.close()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

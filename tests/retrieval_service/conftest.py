@@ -77,6 +77,9 @@ def make_settings(redis_url: str, bundle_root: Path, **retrieval: Any) -> Servic
         "drain_delay_s": 0.0,
         "watch_interval_s": 0,
         "store_timeout_ms": 2000,
+        # In-process compute unless a test asks for worker processes (test_workers.py): a worker
+        # loads its own copy of the bundle, a few seconds per server.
+        "workers": 0,
     }
     return ServiceSettings.model_validate(
         {
