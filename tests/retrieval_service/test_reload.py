@@ -44,9 +44,11 @@ def _serving(admin: pb_grpc.RetrievalAdminServiceStub) -> str:
     return admin.GetServingInfo(pb.GetServingInfoRequest()).bundle_id
 
 
-def test_hot_reload_under_load_loses_no_request(bundle_root, redis_server, seeded, histories):
+# 0: compute in the server process; 1: a worker process stages the bundle, then swaps on commit.
+@pytest.mark.parametrize("workers", [0, 1])
+def test_hot_reload_under_load_loses_no_request(bundle_root, redis_server, seeded, histories, workers):
     point_current(bundle_root, A)
-    server = ServerThread(make_settings(redis_server.url, bundle_root)).start()
+    server = ServerThread(make_settings(redis_server.url, bundle_root, workers=workers)).start()
     users = sorted(histories)[:40]
     stop = threading.Event()
     answered: list[tuple[float, str]] = []
@@ -93,9 +95,13 @@ def test_hot_reload_under_load_loses_no_request(bundle_root, redis_server, seede
         assert any(start <= t <= end for t, _ in answered)
 
 
-def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(bundle_root, redis_server, seeded, small_bundle):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
+    bundle_root, redis_server, seeded, small_bundle, workers
+):
     point_current(bundle_root, A)
-    server = ServerThread(make_settings(redis_server.url, bundle_root, metrics_port=0)).start()
+    settings = make_settings(redis_server.url, bundle_root, metrics_port=0, workers=workers)
+    server = ServerThread(settings).start()
     try:
         with grpc.insecure_channel(server.target) as channel:
             admin = pb_grpc.RetrievalAdminServiceStub(channel)
