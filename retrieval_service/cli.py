@@ -158,6 +158,9 @@ def bench_retrieval(
     channels: Annotated[
         int, typer.Option(min=1, help="Connections the load generator opens (clients share them).")
     ] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Service's compute worker processes (default: config).")
+    ] = None,
 ) -> None:
     """Real service and Redis, closed-loop load from another process, vs an empty grpc.aio handler."""
     from retrieval_service.bench.runner import BenchConfig, print_report, run_bench
@@ -174,6 +177,7 @@ def bench_retrieval(
         cache=cache,
         nprobe=nprobe,
         channels=channels,
+        workers=workers,
     )
     result = run_bench(cfg, console)
     print_report(result, console)

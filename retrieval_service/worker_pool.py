@@ -6,14 +6,16 @@ release inside a batch (every torch operator, FAISS call and socket read) can wa
 current turn. A batch of 15 took 12 ms of wall time for 8 ms of CPU, and the process never used
 more than one core. In a worker, nothing else wants the GIL. See docs/retrieval.md for the numbers.
 
-Protocol: pickled tuples over a `multiprocessing` pipe.
-- server → worker: ``(request id, kind, payload)``; kind is one of batch, stage, commit, discard,
-  metrics, stop.
-- worker → server: ``(request id, ok, payload)``.
+Protocol: two `multiprocessing` pipes per worker, carrying pickled values.
+- The batch pipe belongs to the worker's one batcher thread in the server: it sends a list of
+  queries and reads ``(ok, serialised responses)`` itself, with no thread hop in between. Each hop
+  costs latency at one client. The bytes go to gRPC as they are.
+- The control pipe carries ``(request id, kind, payload)`` with kind one of stage, commit, discard,
+  metrics, stop, and replies ``(request id, ok, payload)``. A reader thread in the server matches
+  the replies to the callers.
 
-A worker answers on its main thread, in order. ``stage`` loads and verifies a bundle on a side
-thread, so batches keep being answered while a new bundle loads. Responses come back serialised:
-the server hands the bytes to gRPC as they are.
+A worker answers both pipes on its main thread. ``stage`` loads and verifies a bundle on a side
+thread, so batches keep being answered while a new bundle loads.
 
 A worker that dies is restarted with the bundle it last served. Meanwhile its batches fail with
 `ComputeUnavailable`, which callers see as UNAVAILABLE. Each restart is counted.
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import multiprocessing
@@ -32,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,8 @@ class WorkerError(Exception):
     """The worker raised while handling a request (a bug, not a caller's mistake)."""
 
 
-def _worker_main(conn: Connection, settings_json: str, path: str) -> None:
-    """The worker process."""
+def _worker_main(batches: Connection, conn: Connection, settings_json: str, path: str) -> None:
+    """The worker process: ``batches`` is the batch pipe, ``conn`` the control pipe."""
     # The server drains and then stops its workers itself: a Ctrl-C or SIGTERM sent to the whole
     # process group must not kill a worker while the server is still answering calls.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -103,13 +104,25 @@ def _worker_main(conn: Connection, settings_json: str, path: str) -> None:
 
     while True:
         try:
+            ready = wait([batches, conn])
+            if batches in ready:
+                queries = batches.recv()
+                try:
+                    answer: tuple[bool, Any] = (
+                        True,
+                        [r.SerializeToString() for r in recommender.respond(queries)],
+                    )
+                except Exception as exc:  # keep serving; the server fails this one batch
+                    log.exception("compute worker: batch failed")
+                    answer = (False, f"{type(exc).__name__}: {exc}")
+                batches.send(answer)
+            if conn not in ready:
+                continue
             rid, kind, payload = conn.recv()
         except (EOFError, OSError):
             break  # the server has gone
         try:
-            if kind == "batch":
-                reply(rid, True, [r.SerializeToString() for r in recommender.respond(payload)])
-            elif kind == "stage":
+            if kind == "stage":
                 threading.Thread(target=stage, args=(rid, payload), name="stage", daemon=True).start()
             elif kind == "commit":
                 # The swap: batches after this one use the new bundle.
@@ -144,6 +157,8 @@ class _Worker:
         self._pending_lock = threading.Lock()  # apart from the send lock: see _read
         self._pending: dict[int, Future[tuple[bool, Any]]] = {}
         self._conn: Connection | None = None
+        self._batches: Connection | None = None
+        self._batch_lock = threading.Lock()
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._closing = False
 
@@ -154,20 +169,23 @@ class _Worker:
     def start(self, path: Path) -> BundleInfo:
         """Start the process and wait until it serves ``path``. Raises `BundleError` if it cannot."""
         parent, child = _CONTEXT.Pipe()
+        batches, child_batches = _CONTEXT.Pipe()
         proc = _CONTEXT.Process(
             target=_worker_main,
-            args=(child, self._settings_json, str(path)),
+            args=(child_batches, child, self._settings_json, str(path)),
             name=f"retrieval-worker-{self.index}",
             daemon=True,  # never outlive the server
         )
         proc.start()
         child.close()
+        child_batches.close()
         try:
             if not parent.poll(START_TIMEOUT_S):
                 raise BundleError(f"compute worker {self.index} did not start in {START_TIMEOUT_S:.0f}s")
             _, ok, payload = parent.recv()
         except (EOFError, OSError, BundleError) as exc:
             parent.close()
+            batches.close()
             proc.kill()
             proc.join()
             if isinstance(exc, BundleError):
@@ -175,13 +193,28 @@ class _Worker:
             raise BundleError(f"compute worker {self.index} died while loading {path}") from exc
         if not ok:
             parent.close()
+            batches.close()
             proc.join(STOP_TIMEOUT_S)
             raise BundleError(payload)
-        with self._send_lock:
-            self._conn, self._proc, self.path = parent, proc, Path(path)
+        with self._send_lock, self._batch_lock:
+            self._conn, self._batches, self._proc, self.path = parent, batches, proc, Path(path)
         threading.Thread(
             target=self._read, args=(parent,), name=f"worker-{self.index}-reader", daemon=True
         ).start()
+        return payload
+
+    def run_batch(self, queries: list[Query]) -> list[bytes]:
+        with self._batch_lock:  # one batcher thread per worker; the lock guards a restart's swap
+            conn = self._batches
+            if conn is None:
+                raise ComputeUnavailable(f"compute worker {self.index} is restarting")
+            try:
+                conn.send(queries)
+                ok, payload = conn.recv()
+            except (EOFError, OSError) as exc:
+                raise ComputeUnavailable(f"compute worker {self.index} died") from exc
+        if not ok:
+            raise WorkerError(payload)
         return payload
 
     def call(self, kind: str, payload: Any = None, timeout: float | None = None) -> Any:
@@ -222,6 +255,10 @@ class _Worker:
             if self._conn is conn:
                 self._conn = None
         conn.close()
+        with self._batch_lock:  # a batch in flight has already failed on its own pipe
+            if self._batches is not None:
+                self._batches.close()
+                self._batches = None
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         for fut in pending.values():
@@ -287,7 +324,7 @@ class WorkerPool:
         return self._info
 
     def processors(self) -> list[Processor]:
-        return [functools.partial(_run_batch, w) for w in self.workers]
+        return [w.run_batch for w in self.workers]  # type: ignore[misc]
 
     async def replace(self, path: Path) -> BundleInfo:
         """Stage the bundle in every worker; swap it in only when all of them have it."""
@@ -311,10 +348,6 @@ class WorkerPool:
 
     async def close(self) -> None:
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
-
-
-def _run_batch(worker: _Worker, queries: list[Query]) -> list[bytes]:
-    return worker.call("batch", queries)
 
 
 class WorkerMetrics(Collector):

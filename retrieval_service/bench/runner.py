@@ -48,6 +48,7 @@ class BenchConfig:
     startup_timeout_s: float = 600.0
     nprobe: int | None = None  # service's retrieval.relevance_nprobe; None = its default
     channels: int = 1  # connections the load generator's clients share (both servers alike)
+    workers: int | None = None  # service's retrieval.workers; None = its default
 
 
 def wait_serving(target: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
@@ -87,9 +88,25 @@ def _load(target: str, users: int, cfg: BenchConfig, concurrency: int) -> dict[s
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its live children: the service's compute
+    workers (Linux /proc)."""
+    total = 0.0
+    for p in (pid, *_children(pid)):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            out += [int(c) for c in children.read_text().split()]
+    return out
 
 
 def _metric_sums(metrics_port: int) -> dict[tuple[str, str], float]:
@@ -153,6 +170,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
             f'[retrieval]\nhost = "127.0.0.1"\nport = {port}\nmetrics_port = {metrics_port}\n'
             f"watch_interval_s = 0\ndrain_delay_s = 0\n"
             + (f"relevance_nprobe = {cfg.nprobe}\n" if cfg.nprobe else "")
+            + (f"workers = {cfg.workers}\n" if cfg.workers is not None else "")
         )
         env = {**os.environ, "SERENDIP_CONFIG": str(config)}
         del bundle  # the service loads its own copy; keep this process small
@@ -224,6 +242,7 @@ def _start_profiler(pid: int, cfg: BenchConfig, console: Console) -> subprocess.
             "--format", "raw" if cfg.profile_svg.suffix == ".txt" else "flamegraph",
             "--duration", str(int(cfg.warmup_s + cfg.duration_s)), "--rate", "250", "--nonblocking",
             "--threads",  # one stack root per thread: the event loop and the compute thread apart
+            "--subprocesses",  # and the compute worker processes
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
