@@ -102,8 +102,8 @@ class InProcessCompute:
 
     Simpler and lighter (one copy of the bundle, no process start), but the compute shares the GIL
     with the event loop: every GIL release inside a batch (each torch operator, FAISS call, socket
-    read) can wait for the loop's current turn. Measured: ~30 % less RPS than one worker process at
-    32 clients on 2 cores (docs/retrieval.md).
+    read) can wait for the loop's current turn. Under load it gives ~40 % less RPS than one worker
+    process; at one client, ~0.2 ms less latency (docs/retrieval.md, "Measured").
     """
 
     def __init__(self, settings: ServiceSettings, bundle: ServingBundle, metrics: RetrievalMetrics) -> None:
