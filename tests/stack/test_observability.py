@@ -49,7 +49,9 @@ def exported() -> dict[str, set[str]]:
     from interest_service.pushgateway import RefreshRun, run_registry
     from retrieval_service.metrics import RetrievalMetrics
 
-    names = _names(RetrievalMetrics().registry)
+    retrieval = RetrievalMetrics()
+    # The server's own series, and the hot-path ones (its compute workers', or its own with workers = 0).
+    names = {**_names(retrieval.registry), **_names(retrieval.compute_registry)}
     ours = ("serendip_interest_", "serendip_refresh_")
     names.update({k: v for k, v in _names(REGISTRY).items() if k.startswith(ours)})
     # What a successful refresh run pushes; the gateway adds the grouping key's labels to each series.
