@@ -59,11 +59,14 @@ class RetrievalServer:
 
     async def _start_compute(self) -> Compute:
         s, cfg = self.settings, self.settings.retrieval
+        if self._initial_bundle is not None:
+            return InProcessCompute(s, self._initial_bundle, self.metrics)
+        # Both modes start from the bundle that the root's configured `current` link names now.
+        path = resolve_bundle_path(s.bundle.root, s.bundle.current).resolve()
         if not cfg.workers:
-            bundle = self._initial_bundle or await asyncio.to_thread(load_for_serving, s, s.bundle.root)
-            return InProcessCompute(s, bundle, self.metrics)
+            return InProcessCompute(s, await asyncio.to_thread(load_for_serving, s, path), self.metrics)
         pool = WorkerPool(s, cfg.workers, self.metrics)
-        await pool.start(resolve_bundle_path(s.bundle.root, s.bundle.current).resolve())
+        await pool.start(path)
         return pool
 
     async def start(self) -> None:
