@@ -183,6 +183,8 @@ class _Worker:
             if not parent.poll(START_TIMEOUT_S):
                 raise BundleError(f"compute worker {self.index} did not start in {START_TIMEOUT_S:.0f}s")
             _, ok, payload = parent.recv()
+            if not ok:  # the bundle was refused; the worker is exiting by itself
+                raise BundleError(payload)
         except (EOFError, OSError, BundleError) as exc:
             parent.close()
             batches.close()
@@ -191,11 +193,6 @@ class _Worker:
             if isinstance(exc, BundleError):
                 raise
             raise BundleError(f"compute worker {self.index} died while loading {path}") from exc
-        if not ok:
-            parent.close()
-            batches.close()
-            proc.join(STOP_TIMEOUT_S)
-            raise BundleError(payload)
         with self._send_lock, self._batch_lock:
             self._conn, self._batches, self._proc, self.path = parent, batches, proc, Path(path)
         threading.Thread(
