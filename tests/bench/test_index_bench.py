@@ -18,4 +18,6 @@ def test_synth_bundle_and_index_bench(tmp_path):
     r = bench_index(b.index, b.taxonomy.item_clusters, b.item_embeddings, n_queries=20)
     assert r.recall_restricted == 1.0
     assert r.recall_selector == 1.0
-    assert r.restricted_ms < r.selector_ms
+    # Post-filtering a plain top-k (the naive way) loses items the restricted search keeps.
+    # Speed is compared by `serendip bench index`, not asserted here (timings flake on shared CI).
+    assert r.recall_naive < r.recall_restricted

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -164,9 +163,7 @@ def test_unknown_adapter(small: Path) -> None:
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="MovieLens ml-latest-small not present")
 def test_real_movielens_small() -> None:
-    start = time.perf_counter()
     ds = load_dataset("movielens", REAL)
-    elapsed = time.perf_counter() - start
     assert ds.n_items == 9742
     assert len(ds.interactions) == 100836
     assert ds.items["item_id"].is_unique
@@ -186,4 +183,3 @@ def test_real_movielens_small() -> None:
     assert 0 < len(toy["attributes"]["tags"]) <= 10
     assert ds.interactions["weight"].between(0.5, 5.0).all()
     assert ds.interactions["timestamp"].min() > 800_000_000
-    assert elapsed < 3.0, f"MovieLens load took {elapsed:.2f}s"
