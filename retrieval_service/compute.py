@@ -74,6 +74,8 @@ def load_for_serving(settings: ServiceSettings, path: Path) -> ServingBundle:
         index_device=settings.index.device,
         # Long enough to survive every exclusion and history item of a maximal request.
         cold_start_len=MAX_K + cfg.max_exclude_items + cfg.max_recent_items + cfg.history_len,
+        encoder=cfg.encoder,
+        threads=cfg.threads,
     )
 
 

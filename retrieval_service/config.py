@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from serendip.config import BundleConfig, IndexConfig, RedisConfig, Settings
+from serendip.seqmodel.user_encoder import EncoderKind
 
 # Fixed by the API contract (retrieval.proto), not configuration.
 MAX_K = 500
@@ -62,6 +63,9 @@ class RetrievalConfig(BaseModel):
     # torch intra-op threads (process-wide, set by `serve-retrieval`) and FAISS OpenMP threads of the
     # threads that search (compute thread, bundle loads). One: batches are serial and cores scarce.
     threads: int = Field(1, ge=1)
+    # User encoder: "onnx" runs the bundle's exported encoder with ONNX Runtime (~2× cheaper per
+    # micro-batch than eager torch), "torch" the model itself, "auto" ONNX when the bundle has one.
+    encoder: EncoderKind = "auto"
 
 
 class ServiceSettings(BaseModel):

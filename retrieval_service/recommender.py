@@ -11,8 +11,10 @@ size 1.2 and ~450 RPS at 32 clients with inline compute). It runs in a compute w
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from time import perf_counter
 
 import numpy as np
@@ -33,7 +35,6 @@ from retrieval_service.serving_bundle import ServingBundle
 from retrieval_service.store import StoredUser, UserStore
 from retrieval_service.validation import Query
 from serendip.api.retrieval.v1 import retrieval_pb2 as pb
-from serendip.seqmodel import encode_users
 
 
 def limit_faiss_threads(threads: int) -> None:
@@ -112,17 +113,21 @@ class Recommender:
         self, sb: ServingBundle, queries: list[Query], stored: list[StoredUser] | None
     ) -> list[Recommendation]:
         now_ms = int(time.time() * 1000)
-        users = [
-            self._prepare(sb, q, None if stored is None else stored[n], now_ms) for n, q in enumerate(queries)
-        ]
+        if stored is None:
+            users = [self._prepare(sb, q, None, [], now_ms) for q in queries]
+        else:
+            histories = stored_histories(sb, stored)
+            users = [
+                self._prepare(sb, q, s, h, now_ms) for q, s, h in zip(queries, stored, histories, strict=True)
+            ]
 
         t0 = perf_counter()
         with_history = [u for u in users if u.history]
         for row, u in enumerate(with_history):
             u.embedding_row = row
         if with_history:
-            # encode_users wants oldest first and keeps the newest model.max_len itself.
-            user_emb = encode_users(sb.model, [u.history[::-1] for u in with_history])
+            # The encoder wants oldest first and keeps the newest model.max_len itself.
+            user_emb = sb.encoder.encode([u.history[::-1] for u in with_history])
         else:
             user_emb = np.zeros((0, sb.dim), dtype=np.float32)
         t1 = perf_counter()
@@ -149,22 +154,19 @@ class Recommender:
         self.metrics.stage["rank"].observe(perf_counter() - t2)
         return out
 
-    def _prepare(self, sb: ServingBundle, q: Query, stored: StoredUser | None, now_ms: int) -> _User:
+    def _prepare(
+        self, sb: ServingBundle, q: Query, stored: StoredUser | None, stored_idx: list[int], now_ms: int
+    ) -> _User:
         if stored is None:
-            status, interests, stored_history = STORE_UNAVAILABLE, [], []
+            status, interests = STORE_UNAVAILABLE, []
         elif stored.record_unreadable:
-            status, interests, stored_history = CORRUPT, [], stored.history
+            status, interests = CORRUPT, []
         else:
             status, interests = interpret_record(stored.record, sb, now_ms)
-            stored_history = stored.history
         get = sb.item_index.get
         # Unknown ids are ignored (documented: an item newer than the bundle, or a typo).
         history = [i for i in map(get, q.recent_item_ids) if i is not None]
         unknown = len(q.recent_item_ids) - len(history)
-        try:
-            stored_idx = [i for i in map(get, map(bytes.decode, stored_history)) if i is not None]
-        except UnicodeDecodeError:  # not an id we wrote: such entries match no item
-            stored_idx = [i for h in stored_history if (i := get(h.decode(errors="replace"))) is not None]
         if history:
             # The frontend's view and the stored list overlap once the event pipeline catches up:
             # an item already in the request is not read twice.
@@ -219,25 +221,29 @@ class Recommender:
     ) -> list[list[Iterator[Candidate]]]:
         """Per user, one candidate list per novel interest, searched only inside that cluster."""
         w = self.cfg.novel_query_weight
-        item_clusters = sb.item_clusters
+        steered = [u for u in users if u.novel_slots]
+        # A search inside cluster c can only lose the blocked items that are in c (for a novel
+        # cluster usually none: only exclusions), so k stays ~slots, not slots + |history|: FAISS
+        # keeps a k-heap per query, and k = 3 instead of 32 halves this search's cost. The blocked
+        # items' clusters come from one gather for the whole batch.
+        n_blocked = sum(len(u.blocked) for u in steered)
+        blocked = np.fromiter(chain.from_iterable(u.blocked for u in steered), np.int64, n_blocked)
+        blocked_clusters = sb.item_cluster_array[blocked].tolist()
         vectors, clusters, owners, user_rows, ks = [], [], [], [], []
+        start = 0
         for n, u in enumerate(users):
             if not u.novel_slots:
                 continue
-            # A search inside cluster c can only lose the blocked items that are in c — for a novel
-            # cluster usually none (only exclusions) — so k stays ~slots, not slots + |history|:
-            # FAISS keeps a k-heap per query, and k = 3 instead of 32 halves this search's cost.
+            end = start + len(u.blocked)
             wanted = {i.cluster_id for i in u.interests}
-            blocked_in: dict[int, int] = {}
-            for c in map(item_clusters.__getitem__, u.blocked):
-                if c in wanted:
-                    blocked_in[c] = blocked_in.get(c, 0) + 1
+            blocked_in = Counter(c for c in blocked_clusters[start:end] if c in wanted)
+            start = end
             for interest in u.interests:
                 vectors.append(interest.direction)
                 clusters.append(interest.cluster_id)
                 owners.append(n)
                 user_rows.append(u.embedding_row)
-                ks.append(u.novel_slots + blocked_in.get(interest.cluster_id, 0))
+                ks.append(u.novel_slots + blocked_in[interest.cluster_id])
         per_user: list[list[Iterator[Candidate]]] = [[] for _ in users]
         if not vectors:
             return per_user
@@ -326,6 +332,21 @@ def steering_queries(
     steer = (user_rows >= 0)[:, None] & (user_norms > 0)
     mixed = weight * queries + (1 - weight) * users / np.where(user_norms > 0, user_norms, 1.0)
     return np.ascontiguousarray(np.where(steer, mixed, queries), dtype=np.float32)
+
+
+def stored_histories(sb: ServingBundle, stored: list[StoredUser]) -> list[list[int]]:
+    """Each user's stored history as internal indices (most recent first), in one lookup for the
+    whole batch. Ids the bundle does not know (newer items, bytes we did not write) are dropped."""
+    keys = [h for s in stored for h in s.history]
+    if not keys:
+        return [[] for _ in stored]
+    found = sb.stored_id_index.get_indexer(keys).tolist()
+    out, start = [], 0
+    for s in stored:
+        end = start + len(s.history)
+        out.append([i for i in found[start:end] if i >= 0])
+        start = end
+    return out
 
 
 def _unblocked(ids: list[int], blocked: set[int]) -> int:

@@ -194,8 +194,8 @@ def _synth_cached(cache: Path, items: int):
         cached = load_bundle(root)
     except Exception:
         cached = None
-    # One made before bundles carried a relevance index is rebuilt too.
-    if cached is not None and B.RELEVANCE in cached.manifest.files:
+    # One made before bundles carried a relevance index or an exported encoder is rebuilt too.
+    if cached is not None and {B.RELEVANCE, B.ENCODER} <= set(cached.manifest.files):
         return cached
     with RichProgress() as progress:
         synth_bundle(root, items, progress=progress)

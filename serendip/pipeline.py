@@ -92,6 +92,7 @@ def build_bundle(
 ) -> BuildResult:
     """``evaluate=False`` skips the held-out-tail training (``serendip eval`` scores its own split)."""
     from serendip.seqmodel import evaluate_model, evaluate_popularity, save_model, time_split, train_sasrec
+    from serendip.seqmodel.user_encoder import export_encoder
     from serendip.taxonomy import build_taxonomy
 
     progress = progress or Progress()
@@ -157,6 +158,7 @@ def build_bundle(
         np.save(w.path(B.CENTROIDS), centroids)
         np.save(w.path(B.POPULARITY), popularity)
         save_model(model, w.path(B.SEQMODEL))
+        export_encoder(model, w.path(B.ENCODER))
         import faiss
 
         faiss.write_index(index, str(w.path(B.INDEX)))

@@ -56,6 +56,7 @@ def synth_bundle(
 
     progress.stage("building model and index")
     from serendip.seqmodel import SASRec, save_model
+    from serendip.seqmodel.user_encoder import export_encoder
 
     model = SASRec(n_items, dim, seqcfg.max_len, seqcfg.layers, seqcfg.heads, seqcfg.dropout).eval()
     _set_item_table(model, emb)
@@ -122,6 +123,7 @@ def synth_bundle(
         np.save(w.path(B.CENTROIDS), centroids)
         np.save(w.path(B.POPULARITY), popularity)
         save_model(model, w.path(B.SEQMODEL))
+        export_encoder(model, w.path(B.ENCODER))
         import faiss
 
         faiss.write_index(index, str(w.path(B.INDEX)))

@@ -29,6 +29,8 @@ SEQMODEL = "seqmodel.pt"
 INDEX = "index.faiss"
 # Optional (bundles from before it existed lack it): whole-catalog relevance index, see index/relevance.py.
 RELEVANCE = "relevance.faiss"
+# Optional: the sequence model's transformer as ONNX, run online by ONNX Runtime (seqmodel/user_encoder.py).
+ENCODER = "encoder.onnx"
 EVALUATION = "evaluation.json"
 REQUIRED = (ITEMS, TAXONOMY, ITEM_CLUSTERS, CENTROIDS, POPULARITY, SEQMODEL, INDEX)
 
@@ -98,6 +100,11 @@ class Bundle:
         if RELEVANCE not in self.manifest.files:
             return None
         return RelevanceIndex.load(self.path / RELEVANCE, self.item_embeddings, device=self.index_device)
+
+    @property
+    def encoder_path(self) -> Path | None:
+        """The exported user encoder, when the bundle carries one."""
+        return self.path / ENCODER if ENCODER in self.manifest.files else None
 
     @cached_property
     def evaluation(self) -> dict[str, Any]:

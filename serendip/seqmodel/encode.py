@@ -24,9 +24,18 @@ def histories_to_tokens(histories: Sequence[Sequence[int]], max_len: int) -> np.
     return out
 
 
+def trim_padding(tokens: np.ndarray) -> np.ndarray:
+    """Drop the leading columns that are padding in every row (at least one column stays).
+
+    They change nothing (right-anchored positions, masked keys), so short histories stay cheap.
+    """
+    nonpad = np.flatnonzero((tokens != 0).any(axis=0))
+    return tokens[:, nonpad[0] :] if len(nonpad) else tokens[:, -1:]
+
+
 def encode_users(model: SASRec, histories: Sequence[Sequence[int]], batch_size: int = 1024) -> np.ndarray:
     """User embeddings [B, dim] (float32). An empty history yields the model's cold-start vector."""
-    tokens = histories_to_tokens(histories, model.max_len)
+    tokens = trim_padding(histories_to_tokens(histories, model.max_len))
     # Toggle modes only when needed: eval()/train() walk every submodule (~0.1 ms each on the online
     # path, per call) and would race between threads sharing a served model.
     was_training = model.training

@@ -92,15 +92,26 @@ class SASRec(nn.Module):
     def hidden(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Per-position hidden states [B, L, dim] (or [B, 1, dim] with ``last_only``)."""
         tokens = tokens[:, -self.max_len :]
+        return self.contextualize(self.embed(tokens), tokens == PAD, last_only)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Input vectors [B, L, dim]: item embedding + embedding of the distance from the newest."""
         length = tokens.shape[1]
-        pad = tokens == PAD
         positions = torch.arange(length - 1, -1, -1, device=tokens.device)
         x = self.item_emb(tokens) * math.sqrt(self.dim) + self.pos_emb(positions)
-        x = self.emb_drop(x)
+        return self.emb_drop(x)
+
+    def contextualize(self, x: torch.Tensor, pad: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """The transformer over embedded inputs ``x`` [B, L, dim] with padding mask ``pad`` [B, L].
+
+        Apart from ``embed`` so that an exported encoder (seqmodel/onnx.py) can leave the item table,
+        the bulk of the model's bytes, outside the graph and gather its rows itself.
+        """
+        length = x.shape[1]
         # allowed[b, 1, i, j]: query i may read key j — causal, never a pad key; a pad query reads
         # itself so that no softmax row is empty (its output is never read by real positions).
-        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-        eye = torch.eye(length, dtype=torch.bool, device=tokens.device)
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=x.device)
         allowed = (causal & ~pad[:, None, :]) | eye
         allowed = allowed[:, None]
         last = len(self.blocks) - 1
