@@ -63,7 +63,7 @@ class RetrievalConfig(BaseModel):
     # torch intra-op threads (process-wide, set by `serve-retrieval`) and FAISS OpenMP threads of the
     # threads that search (compute thread, bundle loads). One: batches are serial and cores scarce.
     threads: int = Field(1, ge=1)
-    # User encoder: "onnx" runs the bundle's exported encoder with ONNX Runtime (~2× cheaper per
+    # User encoder: "onnx" runs the bundle's exported encoder with ONNX Runtime (~1.7× cheaper per
     # micro-batch than eager torch), "torch" the model itself, "auto" ONNX when the bundle has one.
     encoder: EncoderKind = "auto"
 

@@ -29,8 +29,8 @@ from serendip.store.keys import history_key, record_key
 class StoredUser:
     record: bytes | None  # None: no record
     record_unreadable: bool  # the key exists but is not a string value (wrong type)
-    # Item ids, most recent first, as Redis returned them (utf-8 bytes): the recommender decodes
-    # them in one C-level pass while mapping them to indices.
+    # Item ids, most recent first, as Redis returned them (utf-8 bytes): the recommender maps a
+    # whole batch's to indices in one lookup, without decoding them.
     history: list[bytes]
 
 
