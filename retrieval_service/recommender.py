@@ -219,9 +219,35 @@ class Recommender:
     def _search_novel(
         self, sb: ServingBundle, users: list[_User], user_emb: np.ndarray
     ) -> list[list[Iterator[Candidate]]]:
-        """Per user, one candidate list per novel interest, searched only inside that cluster."""
+        """Per user, one candidate list per novel interest that can matter, each searched only
+        inside its cluster.
+
+        Round robin takes one item per interest before any second, so n novel slots draw on the
+        first n interests only, unless one of their clusters runs out (fewer unblocked items than
+        slots; novel lists share no items, their clusters being distinct). The later interests are
+        searched only then: the lists assembled are the ones searching every interest would give,
+        for 2/3 of the searches at the defaults (3 interests, 2 slots).
+        """
+        first = [u.interests[: u.novel_slots] for u in users]
+        per_user, short = self._search_interests(sb, users, first, user_emb)
+        if short:
+            rest = [u.interests[u.novel_slots :] if n in short else [] for n, u in enumerate(users)]
+            more, _ = self._search_interests(sb, users, rest, user_emb)
+            for n in short:
+                per_user[n].extend(more[n])
+        return per_user
+
+    def _search_interests(
+        self,
+        sb: ServingBundle,
+        users: list[_User],
+        interests: list[list[UsableInterest]],
+        user_emb: np.ndarray,
+    ) -> tuple[list[list[Iterator[Candidate]]], set[int]]:
+        """One restricted search for every (user, interest) given; also the users for whom some
+        cluster returned fewer candidates than asked for (it has no more items)."""
         w = self.cfg.novel_query_weight
-        steered = [u for u in users if u.novel_slots]
+        steered = [u for u, wanted in zip(users, interests, strict=True) if wanted]
         # A search inside cluster c can only lose the blocked items that are in c (for a novel
         # cluster usually none: only exclusions), so k stays ~slots, not slots + |history|: FAISS
         # keeps a k-heap per query, and k = 3 instead of 32 halves this search's cost. The blocked
@@ -231,31 +257,34 @@ class Recommender:
         blocked_clusters = sb.item_cluster_array[blocked].tolist()
         vectors, clusters, owners, user_rows, ks = [], [], [], [], []
         start = 0
-        for n, u in enumerate(users):
-            if not u.novel_slots:
+        for n, (u, wanted) in enumerate(zip(users, interests, strict=True)):
+            if not wanted:
                 continue
             end = start + len(u.blocked)
-            wanted = {i.cluster_id for i in u.interests}
-            blocked_in = Counter(c for c in blocked_clusters[start:end] if c in wanted)
+            ids = {i.cluster_id for i in wanted}
+            blocked_in = Counter(c for c in blocked_clusters[start:end] if c in ids)
             start = end
-            for interest in u.interests:
+            for interest in wanted:
                 vectors.append(interest.direction)
                 clusters.append(interest.cluster_id)
                 owners.append(n)
                 user_rows.append(u.embedding_row)
                 ks.append(u.novel_slots + blocked_in[interest.cluster_id])
         per_user: list[list[Iterator[Candidate]]] = [[] for _ in users]
+        short: set[int] = set()
         if not vectors:
-            return per_user
+            return per_user, short
         cluster_ids = np.asarray(clusters, dtype=np.int64)
         queries = steering_queries(
             np.stack(vectors), cluster_ids, np.asarray(user_rows), user_emb, sb.unit_centroids, w
         )
         k = min(sb.n_items, max(ks))
         scores, ids = sb.index.search_clusters(queries, k, cluster_ids.reshape(-1, 1))
-        for n, row_ids, row_scores in zip(owners, ids.tolist(), scores.tolist(), strict=True):
+        for n, want, row_ids, row_scores in zip(owners, ks, ids.tolist(), scores.tolist(), strict=True):
             per_user[n].append(_candidates(row_ids, row_scores))
-        return per_user
+            if want > k or row_ids[want - 1] < 0:  # FAISS pads a short result with -1
+                short.add(n)
+        return per_user, short
 
     def _count(self, users: list[_User], lists: list[list[Ranked]]) -> None:
         """Metrics for the batch: summed first, one increment per series (each costs a lock)."""

@@ -59,6 +59,27 @@ def test_novel_slots_come_only_from_the_records_clusters(stub, seeded, serving_b
         assert item.cluster_label == serving_bundle.cluster_labels[item.cluster_id]
 
 
+def test_later_interests_fill_in_when_a_cluster_runs_out(stub, seeded, serving_bundle, histories, user):
+    """Two slots draw on the first two interests; when the first's cluster has nothing left (every
+    item excluded), round robin moves on to the third interest, as if all three were searched."""
+    candidates = unexplored_clusters(serving_bundle, histories[user], 10)
+    sizes = {c: serving_bundle.index.list_size(c) for c in candidates}
+    a = min(candidates, key=lambda c: sizes[c])
+    b, c = [x for x in candidates if x != a][:2]
+    put_record(seeded, user, serving_bundle, [a, b, c])
+
+    def novel_clusters(exclude: list[str]) -> list[int]:
+        req = pb.RecommendRequest(user_id=user, k=10, exploration_ratio=0.2, exclude_item_ids=exclude)
+        resp = stub.Recommend(req)
+        assert resp.novel_slots == 2 and len(resp.items) == 10
+        return sorted(item.cluster_id for item in resp.items if item.source == NOVEL)
+
+    assert novel_clusters([]) == sorted([a, b])  # the third interest is not needed
+    in_a = [serving_bundle.item_ids[i] for i, x in enumerate(serving_bundle.item_clusters) if x == a]
+    assert len(in_a) <= 1000
+    assert novel_clusters(in_a) == sorted([b, c])  # not two items from b
+
+
 def test_novel_items_are_steered_inside_the_cluster(
     redis_server, seeded, small_bundle, serving_bundle, histories, user
 ):
