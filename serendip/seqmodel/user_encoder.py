@@ -2,11 +2,12 @@
 
 Eager torch pays a dispatcher round trip per operator (~60 per encode), which at micro-batch sizes
 is most of the encode's cost; ONNX Runtime runs the same graph as one call with fused kernels:
-0.86 → 0.45 ms for 15 users × 30 items (dim 64, 2 blocks, 1 thread; docs/retrieval.md).
+0.9 → 0.57 ms for 15 users × 30 items, the row gather included (dim 64, 2 blocks, 1 thread;
+docs/retrieval.md).
 
 Only the transformer (``SASRec.contextualize``) is in the graph. The item table (256 MB at 1M
 items) stays outside: ``OnnxUserEncoder`` gathers the rows itself from the torch model's own table,
-so the file holds ~100 KB of block weights and the table is in memory once.
+so the file holds ~300 KB of block weights and the table is in memory once.
 
 Exporting needs ``onnx`` and ``onnxscript`` (bundle builds); serving needs only ``onnxruntime``.
 """
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from serendip.seqmodel.encode import histories_to_tokens, trim_padding
+from serendip.seqmodel.encode import encode_users, histories_to_tokens, trim_padding
 from serendip.seqmodel.model import PAD, SASRec
 
 EncoderKind = Literal["auto", "onnx", "torch"]
@@ -162,6 +163,4 @@ class TorchUserEncoder:
         self.dim = model.dim
 
     def encode(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        from serendip.seqmodel.encode import encode_users
-
         return encode_users(self.model, histories)
