@@ -261,8 +261,8 @@ class Recommender:
             if not wanted:
                 continue
             end = start + len(u.blocked)
-            ids = {i.cluster_id for i in wanted}
-            blocked_in = Counter(c for c in blocked_clusters[start:end] if c in ids)
+            wanted_clusters = {i.cluster_id for i in wanted}
+            blocked_in = Counter(c for c in blocked_clusters[start:end] if c in wanted_clusters)
             start = end
             for interest in wanted:
                 vectors.append(interest.direction)
