@@ -28,6 +28,7 @@ def trim_padding(tokens: np.ndarray) -> np.ndarray:
     """Drop the leading columns that are padding in every row (at least one column stays).
 
     They change nothing (right-anchored positions, masked keys), so short histories stay cheap.
+    The numpy twin of the trim in ``SASRec.encode``, for encoders that do not run the torch model.
     """
     nonpad = np.flatnonzero((tokens != 0).any(axis=0))
     return tokens[:, nonpad[0] :] if len(nonpad) else tokens[:, -1:]
@@ -35,7 +36,7 @@ def trim_padding(tokens: np.ndarray) -> np.ndarray:
 
 def encode_users(model: SASRec, histories: Sequence[Sequence[int]], batch_size: int = 1024) -> np.ndarray:
     """User embeddings [B, dim] (float32). An empty history yields the model's cold-start vector."""
-    tokens = trim_padding(histories_to_tokens(histories, model.max_len))
+    tokens = histories_to_tokens(histories, model.max_len)  # SASRec.encode trims padding columns
     # Toggle modes only when needed: eval()/train() walk every submodule (~0.1 ms each on the online
     # path, per call) and would race between threads sharing a served model.
     was_training = model.training

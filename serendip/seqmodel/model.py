@@ -104,7 +104,7 @@ class SASRec(nn.Module):
     def contextualize(self, x: torch.Tensor, pad: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """The transformer over embedded inputs ``x`` [B, L, dim] with padding mask ``pad`` [B, L].
 
-        Apart from ``embed`` so that an exported encoder (seqmodel/onnx.py) can leave the item table,
+        Apart from ``embed`` so that an exported encoder (seqmodel/user_encoder.py) can leave the item table,
         the bulk of the model's bytes, outside the graph and gather its rows itself.
         """
         length = x.shape[1]
